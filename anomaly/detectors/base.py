@@ -1,0 +1,165 @@
+"""The one detector interface every model follows (see ARCHITECTURE.md).
+
+In the spirit of scikit-learn estimators: the constructor stores its keyword-only
+hyper-parameters unchanged, validation happens in ``fit``, learned state ends in ``_``,
+``fit`` returns ``self``. Unlike scikit-learn's outlier scores, ours are
+**higher = more anomalous**, for image scores and for every pixel of the maps.
+
+Persistence is split so that the bundle code stays generic and pickle-free: a detector
+writes its learned state into a folder (``_save_state``: ``.npz`` arrays, faiss indexes,
+torch state dicts) and returns a small JSON-able dict; ``_load_state`` reads it back.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Sequence
+
+import numpy as np
+
+from anomaly.errors import InvalidImageError, NotFittedError
+from anomaly.imageio import DEFAULT_MAX_PIXELS, ImageLike, as_image
+
+
+@dataclass
+class AnomalyResult:
+    """Scores and maps for a batch of images.
+
+    Attributes:
+        scores: ``(N,)`` float64 image scores, higher = more anomalous.
+        maps: N float32 anomaly maps, map ``i`` of shape ``(H_i, W_i)``: the resolution of
+            input image ``i`` (images in one call may differ in size).
+        extras: Optional named per-image arrays a detector offers beside the map (for
+            example the classical models' signed deviation, for polarity); each of
+            length N.
+    """
+
+    scores: np.ndarray
+    maps: list[np.ndarray]
+    extras: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        if len(self.maps) != len(self.scores):
+            raise ValueError(f"{len(self.scores)} scores but {len(self.maps)} maps")
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Detector(abc.ABC):
+    """Base class of every anomaly detector.
+
+    Subclasses set ``name``, take keyword-only hyper-parameters in ``__init__`` (stored
+    as attributes of the same names), and implement ``_fit``, ``_score`` and the state
+    hooks.
+    """
+
+    name: ClassVar[str] = ""
+    #: Whether this detector computes deep features (and so needs torch and a backbone).
+    uses_backbone: ClassVar[bool] = False
+
+    # -- scikit-learn style parameters -------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given to the constructor (JSON-able)."""
+        return {name: _jsonable(getattr(self, name)) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- public API --------------------------------------------------------------------
+    def fit(self, images: Sequence[ImageLike]) -> "Detector":
+        """Learn what good parts look like.
+
+        Args:
+            images: GOOD images only: arrays ``(H, W)``/``(H, W, 3)`` (uint8/uint16, RGB),
+                file paths, or encoded bytes.
+
+        Returns:
+            self.
+        """
+        self._validate_params()
+        if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__"):
+            raise InvalidImageError("fit expects a sequence of images (arrays, paths or bytes)")
+        if len(images) == 0:
+            raise InvalidImageError("fit needs at least one good image, got none")
+        self._fit(images)
+        self.fitted_ = True
+        return self
+
+    def score(self, images: Sequence[ImageLike]) -> AnomalyResult:
+        """Score images; each score depends on that image alone.
+
+        Args:
+            images: Arrays, paths or bytes, as for :meth:`fit`.
+
+        Returns:
+            An :class:`AnomalyResult` with ``(N,)`` scores and N maps at input resolution.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            InvalidImageError: unreadable input or an image of the wrong kind.
+        """
+        self.check_fitted()
+        if isinstance(images, (str, bytes, np.ndarray)):
+            images = [images]
+        if len(images) == 0:
+            return AnomalyResult(scores=np.zeros(0), maps=[])
+        return self._score(images)
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless the detector has been fitted."""
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(good_images) or load a bundle first")
+
+    # -- subclass hooks ------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        """Check hyper-parameters; raise ``InvalidParameterError`` on a bad value."""
+
+    @abc.abstractmethod
+    def _fit(self, images: Sequence[ImageLike]) -> None: ...
+
+    @abc.abstractmethod
+    def _score(self, images: Sequence[ImageLike]) -> AnomalyResult: ...
+
+    @abc.abstractmethod
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        """Write learned state into ``directory``; return JSON-able metadata."""
+
+    @abc.abstractmethod
+    def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
+        """Restore learned state written by :meth:`_save_state`."""
+
+    def backbone_info(self) -> dict[str, Any] | None:
+        """What the bundle records about a deep backbone; ``None`` for classical models."""
+        return None
+
+    def training_meta(self) -> dict[str, Any]:
+        """Facts about the last fit worth keeping in the manifest (random choices, sizes)."""
+        return {}
+
+
+def load_images(images: Iterable[ImageLike], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
+    """Decode a sequence of arrays, paths or bytes with the shared loader."""
+    return [as_image(image, max_pixels=max_pixels) for image in images]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

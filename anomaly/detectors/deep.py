@@ -1,0 +1,67 @@
+"""Shared machinery of the detectors that score deep backbone features (PatchCore, PaDiM)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from anomaly.detectors.base import Detector
+from anomaly.errors import InvalidParameterError
+from anomaly.features.backbone import FeatureExtractor
+from anomaly.features.patches import aggregate
+from anomaly.features.preprocess import prepare_batch
+from anomaly.geometry import Geometry, Placement
+from anomaly.imageio import ImageLike
+
+
+class BackboneDetector(Detector):
+    """A detector on top of a pretrained backbone: geometry, batching and feature grids.
+
+    Subclasses define the hyper-parameters ``backbone``, ``layers``, ``image_size``,
+    ``resize``, ``roi``, ``batch_size`` and ``patch_size`` (and their own).
+    """
+
+    uses_backbone = True
+    _extractor: FeatureExtractor | None = None
+    _backbone_sha256: str | None = None
+
+    def _validate_common(self) -> None:
+        if int(self.batch_size) < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
+        if int(self.patch_size) < 1 or int(self.patch_size) % 2 == 0:
+            raise InvalidParameterError(f"patch_size must be an odd number >= 1, got {self.patch_size}")
+        self.geometry  # validates image_size, resize and roi
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry.from_params(self.image_size, self.resize, self.roi)
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.backbone, self.layers, expected_sha256=self._backbone_sha256)
+            self._backbone_sha256 = self._extractor.info.weights_sha256
+        return self._extractor
+
+    def backbone_info(self) -> dict[str, Any] | None:
+        return self.extractor.info.to_dict()
+
+    def _set_backbone_from_meta(self, meta: dict[str, Any]) -> None:
+        self._backbone_sha256 = meta.get("backbone_sha256")
+        self._extractor = None
+
+    def _batches(self, images: Sequence[ImageLike]) -> Iterator[Sequence[ImageLike]]:
+        step = int(self.batch_size)
+        for start in range(0, len(images), step):
+            yield images[start : start + step]
+
+    def _features(self, images: Sequence[ImageLike], *, grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[Placement]]:
+        """Aggregated patch features ``(n, D, h, w)`` of a batch, and the images' placements."""
+        ext = self.extractor
+        batch, placements = prepare_batch(images, self.geometry, ext.mean, ext.std)
+        with torch.inference_mode():
+            layers = ext(batch)
+            feats = aggregate(layers, patch_size=int(self.patch_size), grid=grid)
+        return feats, placements

@@ -1,0 +1,188 @@
+"""PaDiM: a Gaussian per feature-grid position, scored by Mahalanobis distance.
+
+Defard, Setkaliev, Loesch, Audigier: "PaDiM: a Patch Distribution Modeling Framework for
+Anomaly Detection and Localization", ICPR workshops 2020.
+
+* features of several backbone stages, brought to one grid and concatenated;
+* a seeded random subset of ``n_features`` channels (saved in the bundle);
+* per grid position a mean and a covariance regularised by ``covariance_eps * I``,
+  accumulated in a streaming way (sums of x and x x^T in float64) so fitting holds no
+  feature tensor of all images;
+* the map is the Mahalanobis distance, computed batched over all positions at once
+  (a batched matrix product, no Python loop over positions), then upsampled, smoothed and
+  brought back to the original image; the image score is the map's maximum.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from anomaly.bundle import load_arrays, save_arrays
+from anomaly.detectors.base import AnomalyResult
+from anomaly.detectors.deep import BackboneDetector
+from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.imageio import ImageLike
+from anomaly.maps import model_resolution_map, to_image_map
+from anomaly.progress import progress
+
+
+class PaDiM(BackboneDetector):
+    """PaDiM anomaly detector.
+
+    Args:
+        backbone: timm backbone name.
+        layers: Backbone stages combined (finest first).
+        image_size: Model input size, an int (square) or ``(height, width)``.
+        resize: ``"stretch"`` or ``"letterbox"``.
+        roi: Optional ``(x, y, w, h)`` region of interest.
+        grid_stride: Feature-grid stride in model pixels (finer layers are average-pooled
+            to it, coarser ones upsampled).
+        n_features: Size of the random channel subset.
+        covariance_eps: Ridge added to every covariance's diagonal.
+        patch_size: Neighbourhood of a local average before the Gaussian (1 = none, as in
+            the paper).
+        smoothing_sigma: Gaussian sigma of the map, in model pixels.
+        batch_size: Images per backbone call.
+        random_state: Seed of the channel subset.
+    """
+
+    name = "padim"
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "efficientnet_lite0",
+        layers: Sequence[int] = (1, 2, 3),
+        image_size: int | Sequence[int] = 256,
+        resize: str = "stretch",
+        roi: Sequence[int] | None = None,
+        grid_stride: int = 8,
+        n_features: int = 100,
+        covariance_eps: float = 0.01,
+        patch_size: int = 1,
+        smoothing_sigma: float = 4.0,
+        batch_size: int = 16,
+        random_state: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.image_size = image_size
+        self.resize = resize
+        self.roi = roi
+        self.grid_stride = grid_stride
+        self.n_features = n_features
+        self.covariance_eps = covariance_eps
+        self.patch_size = patch_size
+        self.smoothing_sigma = smoothing_sigma
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        self._validate_common()
+        if int(self.n_features) < 1:
+            raise InvalidParameterError(f"n_features must be >= 1, got {self.n_features}")
+        if float(self.covariance_eps) <= 0:
+            raise InvalidParameterError(f"covariance_eps must be > 0, got {self.covariance_eps}")
+        stride = int(self.grid_stride)
+        h, w = self.geometry.size
+        if stride < 1 or h % stride or w % stride:
+            raise InvalidParameterError(f"grid_stride must divide the image size {self.geometry.size}, got {stride}")
+
+    @property
+    def _grid(self) -> tuple[int, int]:
+        h, w = self.geometry.size
+        return h // int(self.grid_stride), w // int(self.grid_stride)
+
+    # -- fit ------------------------------------------------------------------------------
+    def _fit(self, images: Sequence[ImageLike]) -> None:
+        total_channels = sum(self.extractor.channels)
+        d = min(int(self.n_features), total_channels)
+        rng = np.random.default_rng(int(self.random_state))
+        self.channel_index_ = np.sort(rng.choice(total_channels, size=d, replace=False)).astype(np.int64)
+        gh, gw = self._grid
+        positions = gh * gw
+        s1 = np.zeros((positions, d), dtype=np.float64)
+        s2 = np.zeros((positions, d, d), dtype=np.float64)
+        n = 0
+        for batch in progress(list(self._batches(images)), desc="padim: features"):
+            x = self._position_features(batch)  # (P, B, d)
+            s1 += x.sum(axis=1)
+            s2 += np.matmul(x.transpose(0, 2, 1), x)
+            n += x.shape[1]
+        mean = s1 / n
+        # Unbiased covariance from the running sums; a single image gives eps * I only.
+        cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
+        cov += float(self.covariance_eps) * np.eye(d)[None]
+        self.mean_ = mean.astype(np.float32)
+        self.precision_ = np.linalg.inv(cov).astype(np.float32)
+        self.n_train_ = n
+
+    def _position_features(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Channel-subset features of a batch, position-major ``(P, B, d)`` float64."""
+        feats, _ = self._features(images, grid=self._grid)
+        x = feats.numpy()[:, self.channel_index_]  # (B, d, gh, gw)
+        b, d = x.shape[:2]
+        return x.reshape(b, d, -1).transpose(2, 0, 1).astype(np.float64)
+
+    def training_meta(self) -> dict[str, Any]:
+        return {
+            "channel_index": self.channel_index_.tolist(),
+            "grid_shape": list(self._grid),
+            "n_train": int(self.n_train_),
+            "random_state": int(self.random_state),
+        }
+
+    # -- score ----------------------------------------------------------------------------
+    def mahalanobis(self, x: np.ndarray) -> np.ndarray:
+        """Mahalanobis distances of position-major features.
+
+        Args:
+            x: ``(P, B, d)`` features.
+
+        Returns:
+            ``(B, P)`` float32 distances.
+        """
+        diff = (x - self.mean_[:, None, :]).astype(np.float32)  # (P, B, d)
+        left = np.matmul(diff, self.precision_)  # (P, B, d)
+        sq = np.einsum("pbd,pbd->bp", left, diff)
+        return np.sqrt(np.maximum(sq, 0.0))
+
+    def _score(self, images: Sequence[ImageLike]) -> AnomalyResult:
+        scores, maps = [], []
+        geometry = self.geometry
+        gh, gw = self._grid
+        for batch in self._batches(images):
+            feats, placements = self._features(batch, grid=self._grid)
+            x = feats.numpy()[:, self.channel_index_]
+            b, d = x.shape[:2]
+            if d != self.mean_.shape[1]:
+                raise InvalidImageError(f"feature size {d} does not match the model's {self.mean_.shape[1]}")
+            dist = self.mahalanobis(x.reshape(b, d, -1).transpose(2, 0, 1))
+            for i in range(b):
+                model_map = model_resolution_map(dist[i].reshape(gh, gw), geometry.size, float(self.smoothing_sigma))
+                scores.append(float(model_map.max()))
+                maps.append(to_image_map(model_map, geometry, placements[i]))
+        return AnomalyResult(scores=np.asarray(scores), maps=maps)
+
+    # -- persistence ----------------------------------------------------------------------
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        save_arrays(
+            directory / "state.npz",
+            {"mean": self.mean_, "precision": self.precision_, "channel_index": self.channel_index_},
+        )
+        return {
+            "arrays": "state.npz",
+            "backbone_sha256": self.extractor.info.weights_sha256,
+            "n_train": int(self.n_train_),
+        }
+
+    def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
+        arrays = load_arrays(directory / meta.get("arrays", "state.npz"), ["mean", "precision", "channel_index"])
+        self.mean_ = arrays["mean"]
+        self.precision_ = arrays["precision"]
+        self.channel_index_ = arrays["channel_index"]
+        self.n_train_ = int(meta.get("n_train", 0))
+        self._set_backbone_from_meta(meta)

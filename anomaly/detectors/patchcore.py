@@ -1,0 +1,206 @@
+"""PatchCore: nearest-neighbour distance to a coreset of good patch features.
+
+Roth, Pemula, Zepeda, Schölkopf, Brox, Gehler: "Towards Total Recall in Industrial Anomaly
+Detection", CVPR 2022.
+
+* locally aware patch features from two mid-level backbone stages (section 3.1);
+* a memory bank of good patches, subsampled by approximate greedy k-center on a seeded
+  random projection, streamed so memory stays bounded (section 3.2, :mod:`anomaly.coreset`);
+* the patch score is the Euclidean distance to the nearest bank patch (faiss, exact flat
+  index by default, HNSW as an option);
+* the image score is the largest patch score, reweighted as in the paper's eq. 7 by how
+  isolated the matched bank patch is among its ``b`` nearest bank neighbours;
+* the map is upsampled to the model input, Gaussian-smoothed (sigma 4) and brought back to
+  the original image's coordinates.
+
+Everything after the backbone is numpy/faiss.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from anomaly.bundle import load_arrays, save_arrays
+from anomaly.coreset import StreamingCoreset
+from anomaly.detectors.base import AnomalyResult
+from anomaly.detectors.deep import BackboneDetector
+from anomaly.errors import InvalidParameterError
+from anomaly.imageio import ImageLike
+from anomaly.knn import INDEX_TYPES, NearestNeighbours
+from anomaly.maps import model_resolution_map, to_image_map
+from anomaly.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+class PatchCore(BackboneDetector):
+    """PatchCore anomaly detector.
+
+    Args:
+        backbone: timm backbone name (weights found offline, see ``anomaly.features.weights``).
+        layers: Backbone stages whose features are combined (two mid-level ones).
+        image_size: Model input size, an int (square) or ``(height, width)``.
+        resize: ``"stretch"`` or ``"letterbox"`` (keep aspect ratio, pad).
+        roi: Optional ``(x, y, w, h)`` region of interest in original pixels.
+        patch_size: Neighbourhood of the local feature aggregation.
+        coreset_ratio: Fraction of training patches kept in the memory bank.
+        max_bank_size: Cap on the bank size (bounds scoring time and memory).
+        projection_dim: Random-projection dimension for the coreset distances.
+        num_neighbors: ``b`` of the paper's image-score reweighting.
+        index: ``"flat"`` (exact) or ``"hnsw"`` (approximate) nearest-neighbour index.
+        smoothing_sigma: Gaussian sigma of the map, in model pixels.
+        batch_size: Images per backbone call.
+        random_state: Seed of the coreset's projection and first centre.
+    """
+
+    name = "patchcore"
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "efficientnet_lite0",
+        layers: Sequence[int] = (2, 3),
+        image_size: int | Sequence[int] = 256,
+        resize: str = "stretch",
+        roi: Sequence[int] | None = None,
+        patch_size: int = 3,
+        coreset_ratio: float = 0.1,
+        max_bank_size: int = 2048,
+        projection_dim: int = 128,
+        num_neighbors: int = 9,
+        index: str = "flat",
+        smoothing_sigma: float = 4.0,
+        batch_size: int = 16,
+        random_state: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.image_size = image_size
+        self.resize = resize
+        self.roi = roi
+        self.patch_size = patch_size
+        self.coreset_ratio = coreset_ratio
+        self.max_bank_size = max_bank_size
+        self.projection_dim = projection_dim
+        self.num_neighbors = num_neighbors
+        self.index = index
+        self.smoothing_sigma = smoothing_sigma
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        self._validate_common()
+        if not 0.0 < float(self.coreset_ratio) <= 1.0:
+            raise InvalidParameterError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+        if int(self.num_neighbors) < 1:
+            raise InvalidParameterError(f"num_neighbors must be >= 1, got {self.num_neighbors}")
+        if self.index not in INDEX_TYPES:
+            raise InvalidParameterError(f"index must be one of {INDEX_TYPES}, got {self.index!r}")
+        if int(self.max_bank_size) < 1:
+            raise InvalidParameterError(f"max_bank_size must be >= 1, got {self.max_bank_size}")
+
+    # -- fit ------------------------------------------------------------------------------
+    def _fit(self, images: Sequence[ImageLike]) -> None:
+        coreset = StreamingCoreset(
+            ratio=float(self.coreset_ratio),
+            max_size=int(self.max_bank_size),
+            projection_dim=int(self.projection_dim),
+            random_state=int(self.random_state),
+        )
+        grid_hw = None
+        for batch in progress(list(self._batches(images)), desc="patchcore: features"):
+            feats, _ = self._features(batch)
+            n, dim, h, w = feats.shape
+            if grid_hw is None:
+                grid_hw = (h, w)
+                whole, bounded = coreset.memory_estimate_mb(len(images) * h * w, dim)
+                log.info(
+                    "patchcore: %d images x %d patches x %d dims = %.0f MB of features; "
+                    "streamed coreset holds at most %.0f MB; bank <= %d patches",
+                    len(images), h * w, dim, whole, bounded,
+                    min(int(self.max_bank_size), int(np.ceil(float(self.coreset_ratio) * len(images) * h * w))),
+                )
+            coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
+        bank = coreset.finalize()
+        self.memory_bank_ = bank
+        self.n_patches_seen_ = coreset.seen
+        self.grid_shape_ = grid_hw
+        self._build_index()
+
+    def _build_index(self) -> None:
+        self._knn = NearestNeighbours(index=self.index).fit(self.memory_bank_)
+        b = min(int(self.num_neighbors), self.memory_bank_.shape[0])
+        # N_b(m*) of eq. 7 for every bank patch, computed once: the first neighbour is itself.
+        _, self.bank_neighbors_ = NearestNeighbours(index="flat").fit(self.memory_bank_).search(self.memory_bank_, b)
+
+    def training_meta(self) -> dict[str, Any]:
+        return {
+            "bank_size": int(self.memory_bank_.shape[0]),
+            "feature_dim": int(self.memory_bank_.shape[1]),
+            "patches_seen": int(self.n_patches_seen_),
+            "grid_shape": list(self.grid_shape_),
+            "random_state": int(self.random_state),
+        }
+
+    # -- score ----------------------------------------------------------------------------
+    def _score(self, images: Sequence[ImageLike]) -> AnomalyResult:
+        scores, maps = [], []
+        geometry = self.geometry
+        for batch in self._batches(images):
+            feats, placements = self._features(batch)
+            n, dim, h, w = feats.shape
+            queries = feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy()
+            dist, idx = self._knn.search(queries, 1)
+            dist = dist[:, 0].reshape(n, h * w)
+            idx = idx[:, 0].reshape(n, h * w)
+            queries = queries.reshape(n, h * w, dim)
+            for i in range(n):
+                scores.append(self._image_score(queries[i], dist[i], idx[i]))
+                model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma))
+                maps.append(to_image_map(model_map, geometry, placements[i]))
+        return AnomalyResult(scores=np.asarray(scores), maps=maps)
+
+    def _image_score(self, queries: np.ndarray, dist: np.ndarray, idx: np.ndarray) -> float:
+        """Paper eq. 7: s = (1 - softmax(-)) * s*, weighting the most anomalous patch.
+
+        Args:
+            queries: ``(P, D)`` patch features of one image.
+            dist: ``(P,)`` nearest-bank distances.
+            idx: ``(P,)`` nearest-bank indices.
+        """
+        worst = int(np.argmax(dist))
+        s_star = float(dist[worst])
+        support = self.bank_neighbors_[idx[worst]]
+        d = np.linalg.norm(self.memory_bank_[support] - queries[worst], axis=1)
+        # 1 - exp(d_0) / sum exp(d_j), computed stably.
+        e = np.exp(d - d.max())
+        weight = 1.0 - e[0] / e.sum()
+        return float(weight * s_star)
+
+    # -- persistence ----------------------------------------------------------------------
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        save_arrays(
+            directory / "state.npz",
+            {"memory_bank": self.memory_bank_, "bank_neighbors": self.bank_neighbors_.astype(np.int64)},
+        )
+        self._knn.save(directory / "bank.faiss")
+        return {
+            "arrays": "state.npz",
+            "index_file": "bank.faiss",
+            "backbone_sha256": self.extractor.info.weights_sha256,
+            "patches_seen": int(self.n_patches_seen_),
+            "grid_shape": list(self.grid_shape_),
+        }
+
+    def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
+        arrays = load_arrays(directory / meta.get("arrays", "state.npz"), ["memory_bank", "bank_neighbors"])
+        self.memory_bank_ = arrays["memory_bank"].astype(np.float32)
+        self.bank_neighbors_ = arrays["bank_neighbors"]
+        self.n_patches_seen_ = int(meta.get("patches_seen", 0))
+        self.grid_shape_ = tuple(meta.get("grid_shape", (0, 0)))
+        self._knn = NearestNeighbours(index=self.index).load(directory / meta.get("index_file", "bank.faiss"))
+        self._set_backbone_from_meta(meta)

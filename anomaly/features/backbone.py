@@ -1,0 +1,186 @@
+"""A timm feature extractor with pretrained ImageNet weights loaded offline.
+
+The extractor is pruned after the deepest stage a detector asks for, so scoring pays only
+for the layers it uses. Normalisation is the weights' own (the TF-converted EfficientNet-
+Lite weights were trained on ``(x - 0.5) / 0.5``; timm's ImageNet weights use the usual
+ImageNet mean and std) and is applied here, in one place, for every detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from anomaly.errors import BackboneWeightsError, InvalidParameterError
+from anomaly.features.weights import WeightsFile, locate_weights, sha256_file
+
+_LITE_NORMALISATION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+@dataclass
+class BackboneInfo:
+    """What a bundle records about the backbone.
+
+    Attributes:
+        name: timm model name.
+        layers: Stage indices whose outputs are used.
+        weights_sha256: sha256 of the weights file.
+        weights_source: How the weights were found.
+        mean: Normalisation mean, RGB.
+        std: Normalisation std, RGB.
+    """
+
+    name: str
+    layers: list[int]
+    weights_sha256: str
+    weights_source: str
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "layers": list(self.layers),
+            "weights_sha256": self.weights_sha256,
+            "weights_source": self.weights_source,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+class FeatureExtractor:
+    """Pretrained timm backbone returning intermediate feature maps.
+
+    Args:
+        name: timm model name (``efficientnet_lite0``, ``resnet18``, ``wide_resnet50_2``...).
+        layers: Stage indices (as timm's ``forward_intermediates`` counts them) to return.
+        expected_sha256: If given, the weights file must have this hash.
+
+    Raises:
+        BackboneWeightsError: weights not present locally, not matching the expected hash,
+            or not fitting the architecture.
+        InvalidParameterError: unknown timm model name or layer indices.
+    """
+
+    def __init__(self, name: str, layers: Sequence[int], *, expected_sha256: str | None = None) -> None:
+        import timm
+
+        self.name = name
+        self.layers = [int(i) for i in layers]
+        if not self.layers or sorted(set(self.layers)) != self.layers:
+            raise InvalidParameterError(f"layers must be increasing stage indices, got {list(layers)}")
+        try:
+            model = timm.create_model(name, pretrained=False)
+        except Exception as exc:  # noqa: BLE001 - timm raises RuntimeError for unknown names
+            raise InvalidParameterError(f"unknown timm backbone {name!r}: {exc}") from None
+        weights = locate_weights(name)
+        digest = sha256_file(weights.path)
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise BackboneWeightsError(
+                f"weights of backbone {name!r} at {weights.path} have sha256 {digest[:16]}..., "
+                f"but the model was trained with {expected_sha256[:16]}...; install the same weights"
+            )
+        model.load_state_dict(_state_dict_for(model, weights))
+        n_stages = len(model.feature_info)
+        if self.layers[-1] >= n_stages:
+            raise InvalidParameterError(f"{name} has stages 0..{n_stages - 1}, asked for layers {self.layers}")
+        model.prune_intermediate_layers(self.layers, prune_norm=True, prune_head=True)
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        self.model = model
+        if weights.key_scheme == "efficientnet_pytorch":
+            mean, std = _LITE_NORMALISATION
+        else:
+            mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.layers]
+        self.reductions = [int(model.feature_info[i]["reduction"]) for i in self.layers]
+        self.info = BackboneInfo(
+            name=name,
+            layers=self.layers,
+            weights_sha256=digest,
+            weights_source=weights.source,
+            mean=[float(v) for v in self.mean],
+            std=[float(v) for v in self.std],
+        )
+
+    def normalise(self, rgb: np.ndarray) -> np.ndarray:
+        """Turn float RGB images into the backbone's input.
+
+        Args:
+            rgb: ``(N, H, W, 3)`` float32 in ``[0, 1]``.
+
+        Returns:
+            ``(N, 3, H, W)`` float32, normalised with the weights' mean and std.
+        """
+        out = (rgb - self.mean) / self.std
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
+        """Run the backbone.
+
+        Args:
+            batch: ``(N, 3, H, W)`` float32 normalised input.
+
+        Returns:
+            One tensor per requested layer, ``(N, C_l, H / r_l, W / r_l)``.
+        """
+        x = torch.as_tensor(batch)
+        return list(self.model.forward_intermediates(x, indices=self.layers, intermediates_only=True))
+
+
+def _state_dict_for(model: torch.nn.Module, weights: WeightsFile) -> dict[str, torch.Tensor]:
+    if weights.path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        source = load_file(str(weights.path))
+    else:
+        source = torch.load(weights.path, map_location="cpu", weights_only=True)
+        if isinstance(source, dict) and "state_dict" in source and isinstance(source["state_dict"], dict):
+            source = source["state_dict"]
+    target = model.state_dict()
+    if weights.key_scheme == "efficientnet_pytorch":
+        return map_efficientnet_pytorch(source, target)
+    missing = [k for k in target if k not in source]
+    if missing:
+        raise BackboneWeightsError(
+            f"weights file {weights.path} does not fit {type(model).__name__}: {len(missing)} missing keys, "
+            f"e.g. {missing[:3]}"
+        )
+    return {k: source[k] for k in target}
+
+
+def map_efficientnet_pytorch(source: dict, target: dict) -> dict[str, torch.Tensor]:
+    """Map an ``efficientnet_pytorch`` state dict onto timm's key names, in order.
+
+    The two implementations register the same tensors in the same order; the mapping is
+    checked to be one to one in count and shape, and any mismatch is an error.
+
+    Args:
+        source: State dict with ``efficientnet_pytorch`` keys (``_conv_stem.weight``...).
+        target: timm model's state dict (``conv_stem.weight``...).
+
+    Returns:
+        ``source``'s tensors under ``target``'s keys.
+
+    Raises:
+        BackboneWeightsError: different tensor counts or any shape mismatch.
+    """
+    if len(source) != len(target):
+        raise BackboneWeightsError(
+            f"efficientnet_pytorch weights have {len(source)} tensors, the timm model expects {len(target)}"
+        )
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise BackboneWeightsError(
+                f"weight {src_key} has shape {tuple(src.shape)}, but timm's {dst_key} expects {tuple(dst.shape)}"
+            )
+        mapped[dst_key] = src
+    return mapped

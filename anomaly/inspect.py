@@ -1,0 +1,78 @@
+"""Score parts with a bundle and turn scores into answers: verdict, calibrated score, map stats.
+
+Shared by ``anomaly score`` and the service, so both give the same answer for a part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from anomaly.bundle import Bundle
+from anomaly.calibration import calibrated_score, verdict
+from anomaly.imageio import ImageLike
+from anomaly.overlay import overlay
+
+
+@dataclass
+class Inspection:
+    """The answer for one part."""
+
+    verdict: str
+    score: float
+    calibrated_score: float
+    map: np.ndarray
+    map_stats: dict[str, float]
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "score": self.score,
+            "calibrated_score": self.calibrated_score,
+            "map_stats": self.map_stats,
+            "regions": self.regions,
+        }
+
+
+def map_stats(amap: np.ndarray, pixel_threshold: float | None) -> dict[str, float]:
+    """Max, mean, 99th percentile, and the fraction of pixels above the pixel threshold."""
+    stats = {
+        "max": float(amap.max()),
+        "mean": float(amap.mean()),
+        "p99": float(np.percentile(amap, 99)),
+        "height": int(amap.shape[0]),
+        "width": int(amap.shape[1]),
+    }
+    if pixel_threshold is not None:
+        stats["area_fraction_above_pixel_threshold"] = float((amap >= pixel_threshold).mean())
+    return stats
+
+
+def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
+    """Score images with a bundle and judge them against its calibration."""
+    cal = bundle.calibration
+    result = bundle.detector.score(list(images))
+    out = []
+    for score, amap in zip(result.scores, result.maps):
+        out.append(
+            Inspection(
+                verdict=verdict(float(score), cal),
+                score=float(score),
+                calibrated_score=calibrated_score(float(score), cal),
+                map=amap,
+                map_stats=map_stats(amap, cal.get("pixel_threshold")),
+            )
+        )
+    return out
+
+
+def render_overlay(bundle: Bundle, image: np.ndarray, inspection: Inspection) -> np.ndarray:
+    """Overlay with a colour scale fixed by the calibration (good-map level to twice the pixel threshold)."""
+    cal = bundle.calibration
+    pixel = cal.get("pixel_threshold") or float(np.percentile(inspection.map, 99))
+    low = float((cal.get("map_floor")) or 0.0)
+    return overlay(image, inspection.map, vmin=low, vmax=2.0 * pixel, contour_at=pixel,
+                   label=f"{inspection.verdict} {inspection.calibrated_score:.2f}")

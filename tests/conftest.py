@@ -1,0 +1,60 @@
+"""Shared fixtures: small generated parts (no real data needed) and the real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def make_part(rng: np.random.Generator, size: int = 96, shift: tuple[int, int] = (0, 0),
+              channels: int = 3) -> np.ndarray:
+    """A plain generated part: a textured plate with two holes on a noisy background.
+
+    Returns:
+        ``(size, size, 3)`` (or ``(size, size)``) uint8.
+    """
+    img = np.full((size, size), 90, np.float32) + rng.normal(0, 4, (size, size)).astype(np.float32)
+    c = size // 2
+    dx, dy = shift
+    cv2.rectangle(img, (c - size // 3 + dx, c - size // 4 + dy), (c + size // 3 + dx, c + size // 4 + dy), 170, -1)
+    for ox in (-size // 6, size // 6):
+        cv2.circle(img, (c + ox + dx, c + dy), size // 14, 60, -1)
+    img = cv2.GaussianBlur(img, (3, 3), 0.8)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if channels == 3:
+        img = np.stack([img, img, (img * 0.9).astype(np.uint8)], axis=2)
+    return img
+
+
+@pytest.fixture(scope="session")
+def good_parts() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [make_part(rng, shift=(int(rng.integers(-1, 2)), int(rng.integers(-1, 2)))) for _ in range(12)]
+
+
+@pytest.fixture(scope="session")
+def test_parts() -> tuple[list[np.ndarray], np.ndarray]:
+    """Three good parts and three with a bright square pasted at (60..72, 30..42)."""
+    rng = np.random.default_rng(1)
+    good = [make_part(rng) for _ in range(3)]
+    bad = []
+    for _ in range(3):
+        img = make_part(rng)
+        img[30:42, 60:72] = 250
+        bad.append(img)
+    mask = np.zeros((96, 96), bool)
+    mask[30:42, 60:72] = True
+    return good + bad, mask
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip("../shared/datasets is absent")
+    return DATASETS

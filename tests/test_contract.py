@@ -1,0 +1,130 @@
+"""Contract tests run over every registered detector (ARCHITECTURE.md, 'One detector interface')."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly.bundle import load_bundle, save_bundle
+from anomaly.detectors.registry import available_detectors, create_detector, get_detector_class
+from anomaly.errors import InvalidImageError, NotFittedError, UnknownDetectorError
+from anomaly.imageio import encode_png
+
+#: Small, fast settings per detector; a detector missing here runs with its defaults.
+FAST_PARAMS = {
+    "patchcore": {"image_size": 64, "batch_size": 8},
+    "padim": {"image_size": 64, "batch_size": 8},
+    "ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
+    "skip-ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
+}
+
+DETECTORS = available_detectors()
+
+
+def make(name: str):
+    return create_detector(name, FAST_PARAMS.get(name, {}))
+
+
+@pytest.fixture(scope="module", params=DETECTORS)
+def fitted(request, good_parts):
+    return request.param, make(request.param).fit(good_parts)
+
+
+def test_registry_lists_the_core_detectors():
+    assert {"patchcore", "padim"} <= set(DETECTORS)
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(UnknownDetectorError) as info:
+        get_detector_class("nope")
+    assert "patchcore" in str(info.value)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_constructor_stores_params_unchanged(name):
+    det = make(name)
+    params = det.get_params()
+    for key, value in FAST_PARAMS.get(name, {}).items():
+        assert params[key] == value
+    assert create_detector(name, params).get_params() == params
+    assert not any(k.endswith("_") for k in vars(det) if not k.startswith("_"))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_score_before_fit_raises(name, good_parts):
+    with pytest.raises(NotFittedError):
+        make(name).score(good_parts[:1])
+
+
+def test_shapes_and_types(fitted, test_parts):
+    name, det = fitted
+    images, _ = test_parts
+    result = det.score(images)
+    assert result.scores.shape == (len(images),)
+    assert np.all(np.isfinite(result.scores))
+    assert len(result.maps) == len(images)
+    for image, amap in zip(images, result.maps):
+        assert amap.shape == image.shape[:2]
+        assert amap.dtype == np.float32
+
+
+def test_pasted_defect_scores_higher(fitted, test_parts):
+    name, det = fitted
+    images, _ = test_parts
+    scores = det.score(images).scores
+    assert scores[3:].min() > scores[:3].max(), f"{name}: {scores}"
+
+
+def test_score_does_not_depend_on_the_batch(fitted, test_parts):
+    name, det = fitted
+    images, _ = test_parts
+    together = det.score(images)
+    for i in (0, 4):
+        alone = det.score([images[i]])
+        np.testing.assert_allclose(alone.scores[0], together.scores[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(alone.maps[0], together.maps[i], rtol=1e-4, atol=1e-5)
+
+
+def test_paths_bytes_and_arrays_agree(fitted, test_parts, tmp_path):
+    name, det = fitted
+    image = test_parts[0][4]
+    data = encode_png(image)
+    path = tmp_path / "part.png"
+    path.write_bytes(data)
+    a, b, c = det.score([image]).scores[0], det.score([data]).scores[0], det.score([str(path)]).scores[0]
+    assert a == pytest.approx(b, rel=1e-6) and a == pytest.approx(c, rel=1e-6)
+
+
+def test_fit_is_deterministic(fitted, good_parts, test_parts):
+    name, det = fitted
+    again = make(name).fit(good_parts)
+    np.testing.assert_allclose(again.score(test_parts[0]).scores, det.score(test_parts[0]).scores, rtol=1e-5)
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted, test_parts, tmp_path):
+    name, det = fitted
+    save_bundle(det, tmp_path / "bundle")
+    loaded = load_bundle(tmp_path / "bundle")
+    assert loaded.manifest["detector"] == name
+    before, after = det.score(test_parts[0]), loaded.detector.score(test_parts[0])
+    np.testing.assert_array_equal(before.scores, after.scores)
+    for m0, m1 in zip(before.maps, after.maps):
+        np.testing.assert_array_equal(m0, m1)
+
+
+def test_bad_images_raise_typed_errors(fitted):
+    name, det = fitted
+    with pytest.raises(InvalidImageError):
+        det.score([b"not an image at all"])
+    with pytest.raises(InvalidImageError):
+        det.score([b""])
+    with pytest.raises(InvalidImageError):
+        det.score([np.zeros((96, 96, 2), np.uint8)])
+    with pytest.raises(InvalidImageError):
+        det.score([np.zeros((96,), np.uint8)])
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_fit_rejects_empty_input(name):
+    with pytest.raises(InvalidImageError):
+        make(name).fit([])
