@@ -90,9 +90,9 @@ class Geometry:
             roi = (0, 0, width, height)
         else:
             x, y, w, h = self.roi
-            x0, y0 = min(x, width - 1), min(y, height - 1)
+            x0, y0 = x, y
             x1, y1 = min(x + w, width), min(y + h, height)
-            if x1 - x0 < 1 or y1 - y0 < 1:
+            if x0 >= width or y0 >= height or x1 - x0 < 1 or y1 - y0 < 1:
                 raise InvalidImageError(f"ROI {self.roi} lies outside the image of shape ({height}, {width})")
             roi = (x0, y0, x1 - x0, y1 - y0)
         out_h, out_w = self.size

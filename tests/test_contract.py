@@ -12,8 +12,8 @@ from anomaly.imageio import encode_png
 
 #: Small, fast settings per detector; a detector missing here runs with its defaults.
 FAST_PARAMS = {
-    "patchcore": {"image_size": 64, "batch_size": 8},
-    "padim": {"image_size": 64, "batch_size": 8},
+    "patchcore": {"image_size": 128, "batch_size": 8},
+    "padim": {"image_size": 128, "batch_size": 8},
     "ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
     "skip-ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
 }
@@ -128,3 +128,11 @@ def test_bad_images_raise_typed_errors(fitted):
 def test_fit_rejects_empty_input(name):
     with pytest.raises(InvalidImageError):
         make(name).fit([])
+
+
+def test_map_maximum_lies_inside_the_pasted_defect(fitted, test_parts):
+    name, det = fitted
+    images, mask = test_parts
+    for amap in det.score(images[3:]).maps:
+        y, x = np.unravel_index(int(np.argmax(amap)), amap.shape)
+        assert mask[y, x], f"{name}: maximum at {(y, x)}, defect at rows 30-41, cols 60-71"

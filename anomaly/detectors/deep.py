@@ -26,6 +26,7 @@ class BackboneDetector(Detector):
     uses_backbone = True
     _extractor: FeatureExtractor | None = None
     _backbone_sha256: str | None = None
+    _backbone_offsets: list | None = None
 
     def _validate_common(self) -> None:
         if int(self.batch_size) < 1:
@@ -41,15 +42,22 @@ class BackboneDetector(Detector):
     @property
     def extractor(self) -> FeatureExtractor:
         if self._extractor is None:
-            self._extractor = FeatureExtractor(self.backbone, self.layers, expected_sha256=self._backbone_sha256)
+            self._extractor = FeatureExtractor(self.backbone, self.layers, expected_sha256=self._backbone_sha256,
+                                               offsets=self._backbone_offsets)
             self._backbone_sha256 = self._extractor.info.weights_sha256
         return self._extractor
 
     def backbone_info(self) -> dict[str, Any] | None:
         return self.extractor.info.to_dict()
 
+    def _backbone_state(self) -> dict[str, Any]:
+        """What a bundle needs to rebuild the same backbone: weights hash and grid offsets."""
+        info = self.extractor.info
+        return {"backbone_sha256": info.weights_sha256, "backbone_offsets": [list(o) for o in info.offsets]}
+
     def _set_backbone_from_meta(self, meta: dict[str, Any]) -> None:
         self._backbone_sha256 = meta.get("backbone_sha256")
+        self._backbone_offsets = meta.get("backbone_offsets")
         self._extractor = None
 
     def _batches(self, images: Sequence[ImageLike]) -> Iterator[Sequence[ImageLike]]:
@@ -57,11 +65,24 @@ class BackboneDetector(Detector):
         for start in range(0, len(images), step):
             yield images[start : start + step]
 
-    def _features(self, images: Sequence[ImageLike], *, grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[Placement]]:
+    @property
+    def feature_stride(self) -> int:
+        """Stride of the feature grid in model pixels (default: the finest layer's)."""
+        return int(self.extractor.reductions[0])
+
+    @property
+    def feature_grid(self) -> tuple[int, int]:
+        """``(h, w)`` of the feature grid: cell centres at ``stride * i`` inside the model input."""
+        h, w = self.geometry.size
+        s = self.feature_stride
+        return (h + s - 1) // s, (w + s - 1) // s
+
+    def _features(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Placement]]:
         """Aggregated patch features ``(n, D, h, w)`` of a batch, and the images' placements."""
         ext = self.extractor
         batch, placements = prepare_batch(images, self.geometry, ext.mean, ext.std)
         with torch.inference_mode():
             layers = ext(batch)
-            feats = aggregate(layers, patch_size=int(self.patch_size), grid=grid)
+            feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
+                              out_stride=self.feature_stride, grid=self.feature_grid)
         return feats, placements

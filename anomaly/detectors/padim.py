@@ -92,9 +92,12 @@ class PaDiM(BackboneDetector):
             raise InvalidParameterError(f"grid_stride must divide the image size {self.geometry.size}, got {stride}")
 
     @property
+    def feature_stride(self) -> int:
+        return int(self.grid_stride)
+
+    @property
     def _grid(self) -> tuple[int, int]:
-        h, w = self.geometry.size
-        return h // int(self.grid_stride), w // int(self.grid_stride)
+        return self.feature_grid
 
     # -- fit ------------------------------------------------------------------------------
     def _fit(self, images: Sequence[ImageLike]) -> None:
@@ -122,7 +125,7 @@ class PaDiM(BackboneDetector):
 
     def _position_features(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Channel-subset features of a batch, position-major ``(P, B, d)`` float64."""
-        feats, _ = self._features(images, grid=self._grid)
+        feats, _ = self._features(images)
         x = feats.numpy()[:, self.channel_index_]  # (B, d, gh, gw)
         b, d = x.shape[:2]
         return x.reshape(b, d, -1).transpose(2, 0, 1).astype(np.float64)
@@ -155,14 +158,15 @@ class PaDiM(BackboneDetector):
         geometry = self.geometry
         gh, gw = self._grid
         for batch in self._batches(images):
-            feats, placements = self._features(batch, grid=self._grid)
+            feats, placements = self._features(batch)
             x = feats.numpy()[:, self.channel_index_]
             b, d = x.shape[:2]
             if d != self.mean_.shape[1]:
                 raise InvalidImageError(f"feature size {d} does not match the model's {self.mean_.shape[1]}")
             dist = self.mahalanobis(x.reshape(b, d, -1).transpose(2, 0, 1))
             for i in range(b):
-                model_map = model_resolution_map(dist[i].reshape(gh, gw), geometry.size, float(self.smoothing_sigma))
+                model_map = model_resolution_map(dist[i].reshape(gh, gw), geometry.size, float(self.smoothing_sigma),
+                                                 self.feature_stride)
                 scores.append(float(model_map.max()))
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)
@@ -175,7 +179,7 @@ class PaDiM(BackboneDetector):
         )
         return {
             "arrays": "state.npz",
-            "backbone_sha256": self.extractor.info.weights_sha256,
+            **self._backbone_state(),
             "n_train": int(self.n_train_),
         }
 

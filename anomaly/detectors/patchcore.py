@@ -160,7 +160,8 @@ class PatchCore(BackboneDetector):
             queries = queries.reshape(n, h * w, dim)
             for i in range(n):
                 scores.append(self._image_score(queries[i], dist[i], idx[i]))
-                model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma))
+                model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma),
+                                                 self.feature_stride)
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)
 
@@ -191,7 +192,7 @@ class PatchCore(BackboneDetector):
         return {
             "arrays": "state.npz",
             "index_file": "bank.faiss",
-            "backbone_sha256": self.extractor.info.weights_sha256,
+            **self._backbone_state(),
             "patches_seen": int(self.n_patches_seen_),
             "grid_shape": list(self.grid_shape_),
         }
@@ -204,3 +205,91 @@ class PatchCore(BackboneDetector):
         self.grid_shape_ = tuple(meta.get("grid_shape", (0, 0)))
         self._knn = NearestNeighbours(index=self.index).load(directory / meta.get("index_file", "bank.faiss"))
         self._set_backbone_from_meta(meta)
+
+    # -- cross-fitting (anomaly.crossfit protocol) ------------------------------------------
+    def cross_fit_scores(
+        self,
+        images: Sequence[ImageLike],
+        n_folds: int = 5,
+        random_state: int = 0,
+        *,
+        max_map_side: int | None = None,
+    ) -> AnomalyResult:
+        """Fit on all images and score each one with a bank built without its fold.
+
+        Each image's patch features are computed once for the banks. Every fold's patches
+        are reduced to a fold coreset (greedy k-center, oversampled, like the streaming
+        coreset's chunks); the bank without fold ``j`` is the greedy k-center over the other
+        folds' coresets, and the final bank, kept in ``self``, over all of them: greedy
+        k-center coresets compose (Indyk et al., PODS 2014), so the fold banks cost a
+        fraction of a fit. Held-out images are scored through :meth:`score` of a model
+        holding the fold bank, so their scores and maps are exactly what such a model gives.
+
+        Args:
+            images: Good images (arrays, paths or bytes).
+            n_folds: Number of folds (see :func:`anomaly.crossfit.assign_folds`).
+            random_state: Seed of the fold split.
+            max_map_side: Shrink returned maps to this long side (``None``: full size).
+
+        Returns:
+            Out-of-fold scores ``(N,)`` and maps, in input order.
+        """
+        from anomaly.coreset import greedy_kcenter, random_projection
+        from anomaly.crossfit import assign_folds, shrink_map
+
+        self._validate_params()
+        images = list(images)
+        folds = assign_folds(len(images), n_folds, random_state)
+        feats: list[np.ndarray] = []
+        grid_hw = None
+        for batch in progress(list(self._batches(images)), desc="patchcore: features (cross-fit)"):
+            f, _ = self._features(batch)
+            n, dim, h, w = f.shape
+            grid_hw = (h, w)
+            f = f.permute(0, 2, 3, 1).reshape(n, h * w, dim).numpy()
+            feats += [np.ascontiguousarray(f[i]) for i in range(n)]
+        patches = grid_hw[0] * grid_hw[1]
+        seed = int(self.random_state)
+        rules = StreamingCoreset(ratio=float(self.coreset_ratio), max_size=int(self.max_bank_size),
+                                 projection_dim=int(self.projection_dim), random_state=seed)
+        projection = random_projection(feats[0].shape[1], int(self.projection_dim), seed)
+        k = int(folds.max()) + 1
+        pools = []
+        for j in range(k):
+            x = np.concatenate([feats[i] for i in np.flatnonzero(folds == j)], axis=0)
+            parts = []
+            for c, start in enumerate(range(0, x.shape[0], rules.chunk_size)):
+                part = x[start : start + rules.chunk_size]
+                keep = min(int(np.ceil(rules.ratio * rules.oversample * part.shape[0])),
+                           int(np.ceil(rules.max_size * rules.oversample)))
+                if keep < part.shape[0]:
+                    part = part[greedy_kcenter(part, keep, random_state=seed + 1 + 1000 * j + c, projection=projection)]
+                parts.append(part)
+            pools.append(np.concatenate(parts, axis=0))
+        del feats
+
+        def bank_from(pool_ids: list[int], n_images: int) -> np.ndarray:
+            pool = np.concatenate([pools[p] for p in pool_ids], axis=0)
+            target = int(min(rules.max_size, max(1, np.ceil(rules.ratio * n_images * patches))))
+            return np.ascontiguousarray(pool[greedy_kcenter(pool, target, random_state=seed, projection=projection)])
+
+        scores = np.zeros(len(images))
+        maps: list[np.ndarray | None] = [None] * len(images)
+        for j in progress(range(k), desc="patchcore: out-of-fold scores"):
+            inside = np.flatnonzero(folds == j)
+            fold_model = type(self)(**self.get_params())
+            fold_model._extractor, fold_model._backbone_sha256 = self._extractor, self._backbone_sha256
+            fold_model.memory_bank_ = bank_from([p for p in range(k) if p != j], len(images) - len(inside))
+            fold_model.n_patches_seen_ = (len(images) - len(inside)) * patches
+            fold_model.grid_shape_ = grid_hw
+            fold_model._build_index()
+            fold_model.fitted_ = True
+            result = fold_model.score([images[i] for i in inside])
+            for i, s, m in zip(inside, result.scores, result.maps):
+                scores[i], maps[i] = s, shrink_map(m, max_map_side)
+        self.memory_bank_ = bank_from(list(range(k)), len(images))
+        self.n_patches_seen_ = len(images) * patches
+        self.grid_shape_ = grid_hw
+        self._build_index()
+        self.fitted_ = True
+        return AnomalyResult(scores=scores, maps=maps)

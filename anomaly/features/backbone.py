@@ -31,6 +31,7 @@ class BackboneInfo:
         weights_source: How the weights were found.
         mean: Normalisation mean, RGB.
         std: Normalisation std, RGB.
+        offsets: Per layer, the ``(dy, dx)`` receptive-field centre offset in pixels.
     """
 
     name: str
@@ -39,6 +40,7 @@ class BackboneInfo:
     weights_source: str
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    offsets: list[tuple[float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -48,6 +50,7 @@ class BackboneInfo:
             "weights_source": self.weights_source,
             "mean": list(self.mean),
             "std": list(self.std),
+            "offsets": [list(o) for o in self.offsets],
         }
 
 
@@ -58,6 +61,8 @@ class FeatureExtractor:
         name: timm model name (``efficientnet_lite0``, ``resnet18``, ``wide_resnet50_2``...).
         layers: Stage indices (as timm's ``forward_intermediates`` counts them) to return.
         expected_sha256: If given, the weights file must have this hash.
+        offsets: Receptive-field offsets recorded when the model was trained; measured
+            (see :func:`receptive_field_offsets`) when not given.
 
     Raises:
         BackboneWeightsError: weights not present locally, not matching the expected hash,
@@ -65,7 +70,14 @@ class FeatureExtractor:
         InvalidParameterError: unknown timm model name or layer indices.
     """
 
-    def __init__(self, name: str, layers: Sequence[int], *, expected_sha256: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        layers: Sequence[int],
+        *,
+        expected_sha256: str | None = None,
+        offsets: Sequence[Sequence[float]] | None = None,
+    ) -> None:
         import timm
 
         self.name = name
@@ -100,6 +112,10 @@ class FeatureExtractor:
         self.std = np.asarray(std, dtype=np.float32)
         self.channels = [int(model.feature_info[i]["num_chs"]) for i in self.layers]
         self.reductions = [int(model.feature_info[i]["reduction"]) for i in self.layers]
+        if offsets is not None and len(offsets) == len(self.layers):
+            self.offsets = [(float(o[0]), float(o[1])) for o in offsets]
+        else:
+            self.offsets = receptive_field_offsets(self, f"{name}:{digest}")
         self.info = BackboneInfo(
             name=name,
             layers=self.layers,
@@ -107,6 +123,7 @@ class FeatureExtractor:
             weights_source=weights.source,
             mean=[float(v) for v in self.mean],
             std=[float(v) for v in self.std],
+            offsets=self.offsets,
         )
 
     def normalise(self, rgb: np.ndarray) -> np.ndarray:
@@ -133,6 +150,47 @@ class FeatureExtractor:
         """
         x = torch.as_tensor(batch)
         return list(self.model.forward_intermediates(x, indices=self.layers, intermediates_only=True))
+
+
+_OFFSETS: dict[tuple[str, tuple[int, ...]], list[tuple[float, float]]] = {}
+
+
+def receptive_field_offsets(extractor: "FeatureExtractor", cache_key: str, size: int = 160) -> list[tuple[float, float]]:
+    """Where each layer's cells really sit: the centre of the effective receptive field.
+
+    For a layer of stride ``s``, the gradient of one central cell's features with respect to
+    a uniform input is taken; the centroid of its magnitude is the pixel the cell looks at,
+    and ``offset = centroid - s * k``. Measured once per backbone and layer set (a backward
+    pass at ``size`` px), independent of the weights' padding conventions.
+
+    Returns:
+        One ``(dy, dx)`` offset in pixels per layer.
+    """
+    key = (cache_key, tuple(extractor.layers))
+    if key in _OFFSETS:
+        return _OFFSETS[key]
+    offsets = []
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    # Seeded noise inputs: a uniform input leaves most units at a ReLU's flat part and gives
+    # a lopsided gradient; the average over a few textured inputs is stable.
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn((2, 3, size, size), generator=generator)
+    for layer_pos, stride in enumerate(extractor.reductions):
+        x = inputs.clone().requires_grad_(True)
+        with torch.enable_grad():
+            feats = extractor.model.forward_intermediates(x, indices=extractor.layers, intermediates_only=True)
+            feat = feats[layer_pos]
+            k_y, k_x = feat.shape[-2] // 2, feat.shape[-1] // 2
+            feat[:, :, k_y, k_x].abs().sum().backward()
+        g = x.grad.abs().sum(dim=(0, 1)).numpy().astype(np.float64)
+        total = g.sum()
+        if total <= 0:
+            offsets.append((0.0, 0.0))
+            continue
+        cy, cx = (g * yy).sum() / total, (g * xx).sum() / total
+        offsets.append((float(cy - stride * k_y), float(cx - stride * k_x)))
+    _OFFSETS[key] = offsets
+    return offsets
 
 
 def _state_dict_for(model: torch.nn.Module, weights: WeightsFile) -> dict[str, torch.Tensor]:

@@ -1,8 +1,17 @@
-"""Locally aware patch features (PatchCore, Roth et al. 2022, section 3.1).
+"""Locally aware patch features (PatchCore, Roth et al. 2022, section 3.1), aligned exactly.
 
 Each layer's map is averaged over a ``p x p`` neighbourhood (so a patch feature sees its
-surroundings without a deeper, more ImageNet-biased layer), resized to the finest
-requested layer's grid, and concatenated along channels.
+surroundings without a deeper, more ImageNet-biased layer), brought to one feature grid,
+and concatenated along channels.
+
+Alignment matters for localisation. A plain bilinear resize assumes that cell ``k`` of a
+stride-``s`` layer is centred on input pixel ``s * k + (s - 1) / 2``; measured on
+EfficientNet-Lite0, its stride-8 cells are centred about 3.5 px *before* ``8 k``, so a
+resize puts every defect 7 px down and right of where it is. Each layer's effective
+receptive-field centre is therefore measured once per backbone
+(:func:`anomaly.features.backbone.receptive_field_offsets`), every layer is sampled at the
+exact centres of one output grid (``grid_sample``), and maps are upsampled with the same
+convention (:func:`anomaly.maps.model_resolution_map`).
 """
 
 from __future__ import annotations
@@ -13,26 +22,64 @@ import torch
 import torch.nn.functional as F
 
 
-def aggregate(layers: Sequence[torch.Tensor], *, patch_size: int = 3, grid: tuple[int, int] | None = None) -> torch.Tensor:
-    """Locally aggregate and concatenate multi-layer features.
+def resample(
+    feat: torch.Tensor,
+    in_stride: int,
+    in_offset: tuple[float, float],
+    out_stride: int,
+    grid: tuple[int, int],
+) -> torch.Tensor:
+    """Sample a ``(N, C, h, w)`` feature map at the centres of another grid.
 
-    Args:
-        layers: Feature maps ``(N, C_l, h_l, w_l)``, finest first.
-        patch_size: Neighbourhood size of the local average (1 = none).
-        grid: Output ``(h, w)``; default: the first layer's grid.
+    Cell ``k`` of the input is centred on input pixel ``in_stride * k + in_offset``; output
+    cell ``i`` is centred on pixel ``out_stride * i``. Finer inputs are first averaged over
+    ``2r - 1`` cells (``r = out_stride / in_stride``) so sampling them does not alias.
 
     Returns:
-        ``(N, sum C_l, h, w)`` float32 tensor.
+        ``(N, C, grid_h, grid_w)`` tensor.
     """
-    grid = tuple(grid or layers[0].shape[-2:])
+    if in_stride < out_stride:
+        r = out_stride // in_stride
+        feat = F.avg_pool2d(feat, 2 * r - 1, stride=1, padding=r - 1, count_include_pad=False)
+    h_in, w_in = feat.shape[-2:]
+    ys = (torch.arange(grid[0], dtype=torch.float32) * out_stride - in_offset[0]) / in_stride
+    xs = (torch.arange(grid[1], dtype=torch.float32) * out_stride - in_offset[1]) / in_stride
+    # grid_sample with align_corners=True maps -1 to cell 0 and +1 to the last cell.
+    gy = ys / max(h_in - 1, 1) * 2 - 1
+    gx = xs / max(w_in - 1, 1) * 2 - 1
+    mesh_y, mesh_x = torch.meshgrid(gy, gx, indexing="ij")
+    sample = torch.stack([mesh_x, mesh_y], dim=-1).unsqueeze(0).expand(feat.shape[0], -1, -1, -1)
+    return F.grid_sample(feat, sample.to(feat.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def aggregate(
+    layers: Sequence[torch.Tensor],
+    strides: Sequence[int],
+    offsets: Sequence[tuple[float, float]],
+    *,
+    patch_size: int = 3,
+    out_stride: int,
+    grid: tuple[int, int],
+) -> torch.Tensor:
+    """Locally aggregate and concatenate multi-layer features on one grid.
+
+    Args:
+        layers: Feature maps ``(N, C_l, h_l, w_l)``.
+        strides: Each layer's stride in input pixels.
+        offsets: Each layer's receptive-field centre offset ``(dy, dx)`` in pixels
+            (cell ``k`` centred on ``stride * k + offset``), see
+            :func:`anomaly.features.backbone.receptive_field_offsets`.
+        patch_size: Neighbourhood size of the local average (1 = none).
+        out_stride: Stride of the output grid.
+        grid: Output ``(h, w)``.
+
+    Returns:
+        ``(N, sum C_l, h, w)`` float32 tensor, cell ``(i, j)`` centred on input pixel
+        ``(out_stride * i, out_stride * j)``.
+    """
     out = []
-    for feat in layers:
+    for feat, stride, offset in zip(layers, strides, offsets):
         if patch_size > 1:
             feat = F.avg_pool2d(feat, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
-        if tuple(feat.shape[-2:]) != grid:
-            if feat.shape[-2] > grid[0]:
-                feat = F.adaptive_avg_pool2d(feat, grid)
-            else:
-                feat = F.interpolate(feat, size=grid, mode="bilinear", align_corners=False)
-        out.append(feat)
+        out.append(resample(feat, int(stride), offset, int(out_stride), grid))
     return torch.cat(out, dim=1)

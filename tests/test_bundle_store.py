@@ -1,0 +1,102 @@
+"""Bundles (no pickle, hashes checked) and the versioned model store."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from anomaly.bundle import FORMAT_VERSION, load_bundle, save_bundle
+from anomaly.detectors.registry import create_detector
+from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError
+from anomaly.store import ModelStore
+
+
+@pytest.fixture(scope="module")
+def fitted(good_parts):
+    return create_detector("patchcore", {"image_size": 64}).fit(good_parts)
+
+
+def test_manifest_records_what_it_must(fitted, tmp_path):
+    manifest = save_bundle(fitted, tmp_path / "b", calibration={"t_review": 1.0, "t_ng": 2.0})
+    for key in ("format_version", "detector", "params", "packages", "backbone", "created", "calibration", "files"):
+        assert key in manifest
+    assert manifest["backbone"]["name"] == "efficientnet_lite0" and len(manifest["backbone"]["weights_sha256"]) == 64
+    assert "numpy" in manifest["packages"] and "torch" in manifest["packages"]
+    assert set(manifest["files"]) == {"state.npz", "bank.faiss"}
+
+
+def test_tampered_file_refused(fitted, tmp_path):
+    save_bundle(fitted, tmp_path / "b")
+    with open(tmp_path / "b" / "state.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(tmp_path / "b")
+
+
+def test_other_format_version_refused(fitted, tmp_path):
+    save_bundle(fitted, tmp_path / "b")
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version"):
+        load_bundle(tmp_path / "b")
+
+
+def test_missing_file_and_not_a_bundle(fitted, tmp_path):
+    save_bundle(fitted, tmp_path / "b")
+    os.remove(tmp_path / "b" / "bank.faiss")
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(tmp_path / "b")
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def test_bundles_are_never_overwritten(fitted, tmp_path):
+    save_bundle(fitted, tmp_path / "b")
+    with pytest.raises(BundleError, match="exists"):
+        save_bundle(fitted, tmp_path / "b")
+
+
+def test_store_versions_promotion_and_rollback(fitted, tmp_path):
+    store = ModelStore(tmp_path)
+    v1 = store.add("part-a", lambda p: save_bundle(fitted, p))
+    v2 = store.add("part-a", lambda p: save_bundle(fitted, p))
+    assert (v1, v2) == (1, 2)
+    assert store.production("part-a") == 1  # only the first version is promoted by default
+    store.promote("part-a", 2)
+    assert store.production("part-a") == 2
+    assert store.rollback("part-a") == 1
+    with pytest.raises(ModelNotFoundError):
+        store.rollback("part-a")
+    assert [v.version for v in store.list("part-a")] == [1, 2]
+    loaded = store.load("part-a")
+    assert loaded.path.name == "1"
+    with pytest.raises(ModelNotFoundError):
+        store.path("part-a", 7)
+    with pytest.raises(ModelNotFoundError):
+        store.path("other")
+    # Stored files are read-only: versions are immutable.
+    assert not os.stat(store.path("part-a", 2) / "state.npz").st_mode & 0o222
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden", "x" * 65])
+def test_model_names_that_could_be_paths_are_refused(tmp_path, name):
+    with pytest.raises(InvalidParameterError):
+        ModelStore(tmp_path).versions(name)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    store = ModelStore(tmp_path)
+
+    def boom(path):
+        path.mkdir()
+        (path / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        store.add("m", boom)
+    assert store.versions("m") == [] and not any(p.name.startswith(".new") for p in (tmp_path / "m").iterdir())
