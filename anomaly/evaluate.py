@@ -5,6 +5,17 @@ for each image, (1) decoding its file bytes alone, (2) the end-to-end score (fil
 score and full-resolution map), (3) the backbone's own forward on that image's prepared
 input, when the detector has a backbone. ``peak_rss_mb`` is the process's peak resident
 memory over fit and scoring.
+
+Thresholds are judged as a line would meet them: the model is calibrated on
+``train/good`` alone (cross-fitting, :mod:`anomaly.calibration`), then ``good_only``
+reports, at those thresholds, the false-reject rate on ``test/good`` with its 95 %
+Clopper-Pearson interval, the recall on defective images (score >= ``t_ng``), the recall
+of "flagged" (>= ``t_review``) and the REVIEW fractions; ``oracle`` gives the same at the
+F1-optimal threshold chosen on the test set itself, for comparison only. ``regions`` gives,
+at the pixel threshold with the bundle's area filter, the share of ground-truth defect
+regions (8-connected components of the masks) that a reported region overlaps, and the
+reported regions per good image (all false). ``per_defect_type`` repeats the image
+figures per defect folder.
 """
 
 from __future__ import annotations
@@ -15,11 +26,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
+from anomaly.calibration import clopper_pearson, verdict
 from anomaly.datasets import MVTecCategory
+from anomaly.grading import grade, min_area_px
 from anomaly.imageio import decode_image
 from anomaly.metrics import PixelMetrics, f1_max, image_auroc, quantile_thresholds
+from anomaly.regions import find_regions, region_mask
 from anomaly.progress import progress
 from anomaly.training import train
 
@@ -40,9 +55,16 @@ def evaluate(
     detector_name: str,
     *,
     params: dict[str, Any] | None = None,
-    holdout_fraction: float = 0.2,
+    target_frr: float = 0.01,
+    review_rate: float | None = None,
+    pixel_rate: float | None = None,
+    n_folds: int = 5,
     seed: int = 0,
     limit_train: int | None = None,
+    pixel_size_mm: float | None = None,
+    grading: dict[str, Any] | None = None,
+    detection: bool = True,
+    holdout_fraction: float | None = None,
     extra: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a detector on one MVTec-layout category.
@@ -51,9 +73,16 @@ def evaluate(
         category_dir: Folder with ``train/good`` and ``test/``.
         detector_name: Registry name.
         params: Detector hyper-parameters.
-        holdout_fraction: Fraction of ``train/good`` held out to calibrate thresholds.
-        seed: Seed of the hold-out split and of any sub-sampling.
+        target_frr: Wanted false-reject rate the thresholds are calibrated for.
+        review_rate: Wanted REVIEW rate of good parts (default ``3 * target_frr``).
+        pixel_rate: Wanted share of good parts showing a region.
+        n_folds: Cross-fitting folds.
+        seed: Seed of the folds, the synthetic defects and any sub-sampling.
         limit_train: Use at most this many training images (seeded choice), if set.
+        pixel_size_mm: Pixel side in mm, for region measures.
+        grading: Region grading rules (see :mod:`anomaly.grading`).
+        detection: Run the synthetic-defect detection estimate at calibration.
+        holdout_fraction: Ignored (cross-fitting replaced the hold-out).
         extra: Optional hook ``extra(report, state)`` adding figures (the state holds
             ``scores``, ``labels``, ``types``, ``model``).
 
@@ -68,11 +97,19 @@ def evaluate(
     samples = category.test_samples()
 
     start = time.perf_counter()
-    model = train(detector_name, train_paths, params=params, holdout_fraction=holdout_fraction, seed=seed,
-                  source=str(category.root))
+    model = train(detector_name, train_paths, params=params, target_frr=target_frr, review_rate=review_rate,
+                  pixel_rate=pixel_rate, n_folds=n_folds, seed=seed, source=str(category.root),
+                  pixel_size_mm=pixel_size_mm, grading=grading, detection=detection,
+                  holdout_fraction=holdout_fraction)
     train_seconds = time.perf_counter() - start
     fit_rss = peak_rss_mb()
     detector = model.detector
+    cal = model.calibration
+    pixel = cal.get("pixel_threshold")
+    rules = cal.get("grading")
+    min_area = min_area_px(rules, pixel_size_mm)
+    region_rows: list[dict[str, Any]] = []
+    graded: list[str] = []
 
     backbone_forward = _backbone_timer(detector)
     scores, labels, types = [], [], []
@@ -98,6 +135,10 @@ def evaluate(
         if mask is None:
             masks_available = False
         total_pixels += amap.size
+        if pixel is not None:
+            found = find_regions(amap, pixel, image=image, min_area=min_area, pixel_size_mm=pixel_size_mm)
+            graded.append(grade(verdict(scores[-1], cal), found, rules).verdict)
+            region_rows.append(_region_row(amap, pixel, min_area, len(found), mask))
         stored_maps.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
     score_rss = peak_rss_mb()
 
@@ -110,12 +151,16 @@ def evaluate(
         "n_train": len(train_paths),
         "n_fit": model.training.extra["n_fit"],
         "n_holdout": model.training.extra["n_holdout"],
+        "n_folds": model.training.extra["n_folds"],
+        "limit_train": limit_train,
         "n_test": len(samples),
         "n_test_defective": int(np.sum(labels)),
         "image_auroc": image_auroc(labels, scores),
         "f1_max_image": f1_max(labels, scores)[0],
         "fit_seconds": round(model.fit_seconds, 3),
         "train_seconds": round(train_seconds, 3),
+        "calibration_seconds": round(model.calibration_seconds, 3),
+        "detection_seconds": round(model.detection_seconds, 3),
         "latency_ms": {"p50": _pct(e2e_ms, 50), "p90": _pct(e2e_ms, 90)},
         "decode_ms_p50": _pct(decode_ms, 50),
         "backbone_ms_p50": _pct(backbone_ms, 50) if backbone_ms else None,
@@ -125,17 +170,121 @@ def evaluate(
     if backbone_ms:
         floor = report["decode_ms_p50"] + report["backbone_ms_p50"]
         report["latency_over_floor"] = round(report["latency_ms"]["p50"] / floor, 3)
+    figures, per_type = threshold_report(np.asarray(scores), np.asarray(labels), types, cal, graded)
+    report.update(figures)
     report["per_defect_type"] = {
         t: {"n": int(sum(1 for x in types if x == t)), "image_auroc": image_auroc(
             [l for l, x in zip(labels, types) if x in (t, "good")],
-            [s for s, x in zip(scores, types) if x in (t, "good")])}
+            [s for s, x in zip(scores, types) if x in (t, "good")]),
+            **per_type.get(t, {})}
         for t in sorted(set(types) - {"good"})
     }
+    report["regions"] = region_report(region_rows, types, masks_available) if region_rows else None
     report.update(_pixel_report(stored_maps, masks_available, total_pixels))
     if extra is not None:
         extra(report, {"scores": np.asarray(scores), "labels": np.asarray(labels), "types": types, "model": model,
                        "maps": stored_maps})
     return report
+
+
+def _rate(hits: int, n: int) -> dict[str, Any]:
+    lo, hi = clopper_pearson(hits, n) if n else (None, None)
+    return {"rate": hits / n if n else None, "k": int(hits), "n": int(n), "ci95": [lo, hi]}
+
+
+def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], cal: dict[str, Any],
+                     graded: list[str] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Figures at the good-only thresholds and at the F1-optimal oracle threshold.
+
+    Args:
+        scores: ``(N,)`` test scores.
+        labels: ``(N,)`` 0 good / 1 defective.
+        types: Defect type per image (``"good"`` for good ones).
+        cal: The calibration (``t_ng``, ``t_review``, ``target_frr``, ``expected``).
+        graded: Optional final verdicts after region grading, one per image.
+
+    Returns:
+        ``({"thresholds", "detection_estimate", "good_only", "oracle"}, {defect type:
+        {"recall", "flagged_recall", "recall_oracle"}})``.
+    """
+    good, bad = labels == 0, labels == 1
+    t_ng, t_review = float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"]))
+    ng, flagged = scores >= t_ng, scores >= t_review
+    review = flagged & ~ng
+    out: dict[str, Any] = {"thresholds": {k: cal.get(k) for k in (
+        "t_review", "t_ng", "pixel_threshold", "target_frr", "review_rate", "pixel_rate", "n_good", "n_folds")}}
+    out["thresholds"]["expected"] = cal.get("expected")
+    out["thresholds"]["method"] = cal.get("method")
+    det = cal.get("detection") or {}
+    out["detection_estimate"] = {"summary": det.get("summary"), "min_size_90": det.get("min_size_90"),
+                                 "all_kinds": (det.get("rates") or {}).get("all")} if det else None
+    good_only = {
+        "frr_test_good": _rate(int(np.sum(ng & good)), int(good.sum())),
+        "recall": _rate(int(np.sum(ng & bad)), int(bad.sum())),
+        "flagged_recall": _rate(int(np.sum(flagged & bad)), int(bad.sum())),
+        "review_fraction": float(review.mean()) if len(review) else None,
+        "review_fraction_good": float(review[good].mean()) if good.any() else None,
+        "review_fraction_defective": float(review[bad].mean()) if bad.any() else None,
+        "good_flagged": _rate(int(np.sum(flagged & good)), int(good.sum())),
+    }
+    if graded is not None and len(graded) == len(scores):
+        g = np.asarray(graded)
+        good_only["graded"] = {
+            "frr_test_good": _rate(int(np.sum((g == "NG") & good)), int(good.sum())),
+            "recall": _rate(int(np.sum((g == "NG") & bad)), int(bad.sum())),
+            "review_fraction": float(np.mean(g == "REVIEW")),
+        }
+    out["good_only"] = good_only
+    f1, t_oracle = f1_max(labels, scores) if good.any() and bad.any() else (None, None)
+    if t_oracle is not None:
+        hit = scores >= t_oracle
+        out["oracle"] = {"f1": f1, "threshold": t_oracle,
+                         "frr_test_good": _rate(int(np.sum(hit & good)), int(good.sum())),
+                         "recall": _rate(int(np.sum(hit & bad)), int(bad.sum()))}
+    else:
+        out["oracle"] = None
+    per_type = {}
+    for t in sorted(set(types) - {"good"}):
+        sel = np.array([x == t for x in types])
+        per_type[t] = {
+            "recall": float(ng[sel].mean()),
+            "flagged_recall": float(flagged[sel].mean()),
+            "recall_oracle": float((scores[sel] >= t_oracle).mean()) if t_oracle is not None else None,
+        }
+    return out, per_type
+
+
+def _region_row(amap: np.ndarray, pixel: float, min_area: float, n_regions: int,
+                mask: np.ndarray | None) -> dict[str, Any]:
+    """Per image: regions reported, and with a mask: GT regions hit and regions missing the GT."""
+    row: dict[str, Any] = {"n_regions": n_regions}
+    if mask is None:
+        return row
+    reported = region_mask(amap, pixel, min_area=min_area)
+    n_gt, gt = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    hit = np.unique(gt[reported & mask]) if mask.any() else np.zeros(0)
+    row["gt_regions"] = int(n_gt - 1)
+    row["gt_hit"] = int(np.sum(hit > 0))
+    n_rep, rep = cv2.connectedComponents(reported.astype(np.uint8), connectivity=8)
+    on_gt = np.unique(rep[reported & mask]) if mask.any() else np.zeros(0)
+    row["false_regions"] = int(n_rep - 1 - np.sum(on_gt > 0))
+    return row
+
+
+def region_report(rows: list[dict[str, Any]], types: list[str], masks_available: bool) -> dict[str, Any]:
+    """Region figures over a test set (see the module docstring)."""
+    good = [r for r, t in zip(rows, types) if t == "good"]
+    bad = [r for r, t in zip(rows, types) if t != "good" and "gt_regions" in r]
+    out: dict[str, Any] = {
+        "false_regions_per_good_image": float(np.mean([r["n_regions"] for r in good])) if good else None,
+        "good_images_with_region": float(np.mean([r["n_regions"] > 0 for r in good])) if good else None,
+    }
+    if bad and masks_available:
+        n_gt = sum(r["gt_regions"] for r in bad)
+        out["gt_regions"] = int(n_gt)
+        out["gt_regions_overlapped"] = (sum(r["gt_hit"] for r in bad) / n_gt) if n_gt else None
+        out["false_regions_per_defective_image"] = float(np.mean([r["false_regions"] for r in bad]))
+    return out
 
 
 def _pixel_report(stored, masks_available: bool, total_pixels: int) -> dict[str, Any]:

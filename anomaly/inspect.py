@@ -12,8 +12,10 @@ import numpy as np
 
 from anomaly.bundle import Bundle
 from anomaly.calibration import calibrated_score, verdict
-from anomaly.imageio import ImageLike
+from anomaly.grading import grade, min_area_px
+from anomaly.imageio import ImageLike, as_image
 from anomaly.overlay import overlay
+from anomaly.regions import find_regions
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Inspection:
     map: np.ndarray
     map_stats: dict[str, float]
     regions: list[dict[str, Any]] = field(default_factory=list)
+    score_verdict: str | None = None
+    reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +38,8 @@ class Inspection:
             "calibrated_score": self.calibrated_score,
             "map_stats": self.map_stats,
             "regions": self.regions,
+            "score_verdict": self.score_verdict,
+            "reasons": self.reasons,
         }
 
 
@@ -52,18 +58,38 @@ def map_stats(amap: np.ndarray, pixel_threshold: float | None) -> dict[str, floa
 
 
 def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
-    """Score images with a bundle and judge them against its calibration."""
+    """Score images with a bundle and judge them against its calibration.
+
+    The score gives a first verdict (``score_verdict``); when the calibration has a pixel
+    threshold, the map's regions are measured (:func:`anomaly.regions.find_regions`) and
+    the bundle's grading rules (:func:`anomaly.grading.grade`) give the final verdict and
+    the reasons for it.
+    """
     cal = bundle.calibration
-    result = bundle.detector.score(list(images))
+    arrays = [as_image(image) for image in images]
+    result = bundle.detector.score(arrays)
+    pixel = cal.get("pixel_threshold")
+    pixel_size = cal.get("pixel_size_mm")
+    rules = cal.get("grading")
     out = []
-    for score, amap in zip(result.scores, result.maps):
+    for image, score, amap in zip(arrays, result.scores, result.maps):
+        first = verdict(float(score), cal)
+        final, reasons, regions = first, [], []
+        if pixel is not None:
+            found = find_regions(amap, float(pixel), image=image, min_area=min_area_px(rules, pixel_size),
+                                 pixel_size_mm=pixel_size)
+            graded = grade(first, found, rules)
+            final, reasons, regions = graded.verdict, graded.reasons, [r.to_dict() for r in graded.regions]
         out.append(
             Inspection(
-                verdict=verdict(float(score), cal),
+                verdict=final,
                 score=float(score),
                 calibrated_score=calibrated_score(float(score), cal),
                 map=amap,
-                map_stats=map_stats(amap, cal.get("pixel_threshold")),
+                map_stats=map_stats(amap, pixel),
+                regions=regions,
+                score_verdict=first,
+                reasons=reasons,
             )
         )
     return out

@@ -1,43 +1,60 @@
-"""From a list of good images to a fitted, calibrated detector and the facts to store with it."""
+"""From a list of good images to a fitted, calibrated detector and the facts to store with it.
+
+1. Cross-fit (:mod:`anomaly.crossfit`): every good image gets a score and a map from a
+   model that did not train on it; the model that ships is fitted on all of them.
+2. Calibrate (:mod:`anomaly.calibration`): ``t_review``, ``t_ng`` and the pixel threshold
+   from those scores and maps' maxima, for a target false-reject rate.
+3. Estimate detection (:mod:`anomaly.detection_estimate`): synthetic defects scored at
+   the thresholds, so the engineer sees what the threshold still catches.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from anomaly.bundle import TrainingData, fingerprint_images
-from anomaly.calibration import provisional_calibration
+from anomaly.calibration import calibrate
+from anomaly.crossfit import cross_fit
 from anomaly.detectors.base import Detector
-from anomaly.detectors.registry import create_detector
 from anomaly.errors import DatasetError, InvalidParameterError
+from anomaly.grading import check_rules
 from anomaly.imageio import ImageLike
 
 log = logging.getLogger(__name__)
 
+#: Good images the detection estimate puts synthetic defects into (a seeded choice).
+DETECTION_BASE_IMAGES = 16
+
 
 @dataclass
 class TrainedModel:
-    """A fitted detector with its calibration and provenance."""
+    """A fitted detector with its calibration and provenance.
+
+    Attributes:
+        detector: Fitted on all the good images.
+        calibration: See :mod:`anomaly.calibration`.
+        training: Fingerprint of the images.
+        fit_seconds: Cross-fitting, the final fit included.
+        holdout: Always empty (kept for callers of the hold-out era).
+        calibration_seconds: Thresholds from the cross-fitted scores.
+        detection_seconds: The synthetic-defect detection estimate.
+        folds: ``(n,)`` fold of each image.
+    """
 
     detector: Detector
     calibration: dict[str, Any]
     training: TrainingData
     fit_seconds: float
-    holdout: list[int]
-
-
-def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``n`` image indices into (fit, held-out); at least one held out when n >= 2."""
-    if not 0.0 <= fraction < 1.0:
-        raise InvalidParameterError(f"holdout fraction must be in [0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_hold = 0 if n < 2 or fraction == 0 else max(1, int(round(fraction * n)))
-    return np.sort(order[n_hold:]), np.sort(order[:n_hold])
+    holdout: list[int] = field(default_factory=list)
+    calibration_seconds: float = 0.0
+    detection_seconds: float = 0.0
+    folds: list[int] = field(default_factory=list)
 
 
 def train(
@@ -45,40 +62,80 @@ def train(
     images: Sequence[ImageLike],
     *,
     params: dict[str, Any] | None = None,
-    holdout_fraction: float = 0.2,
+    target_frr: float = 0.01,
+    review_rate: float | None = None,
+    pixel_rate: float | None = None,
+    n_folds: int = 5,
     seed: int = 0,
     source: str = "",
+    pixel_size_mm: float | None = None,
+    grading: dict[str, Any] | None = None,
+    detection: bool = True,
+    holdout_fraction: float | None = None,
 ) -> TrainedModel:
-    """Fit a detector on good images and calibrate it on a held-out fraction of them.
+    """Fit a detector on all good images and calibrate it on cross-fitted scores.
 
     Args:
         detector_name: Registry name (``patchcore``, ``padim``, ...).
-        images: Good images (paths, bytes or arrays).
+        images: Good images (paths, bytes or arrays), at least 2.
         params: Detector hyper-parameters.
-        holdout_fraction: Fraction of the images kept out of fitting to calibrate on.
-        seed: Seed of the split (saved in the manifest).
+        target_frr: Wanted share of good parts judged NG.
+        review_rate: Wanted share of good parts sent to REVIEW (default ``3 * target_frr``).
+        pixel_rate: Wanted share of good parts showing a region (default
+            ``target_frr + review_rate``).
+        n_folds: Cross-fitting folds.
+        seed: Seed of the fold split and of the detection estimate (saved).
         source: Where the images came from, for the manifest.
+        pixel_size_mm: Side of one pixel in mm, for region measures (saved).
+        grading: Region grading rules (see :mod:`anomaly.grading`), saved in the calibration.
+        detection: Run the synthetic-defect detection estimate.
+        holdout_fraction: Ignored: cross-fitting replaced the hold-out. Accepted so that
+            callers of the earlier signature keep working.
     """
     images = list(images)
     if len(images) < 2:
-        raise DatasetError(f"training needs at least 2 good images (one is held out to calibrate), got {len(images)}")
-    detector = create_detector(detector_name, params)
-    fit_idx, hold_idx = split_holdout(len(images), holdout_fraction, seed)
+        raise DatasetError(f"training needs at least 2 good images (scores come from cross-fitting), got {len(images)}")
+    if holdout_fraction:
+        log.warning("holdout_fraction=%s ignored: thresholds come from %d-fold cross-fitting and the model is "
+                    "fitted on all images", holdout_fraction, n_folds)
+    if pixel_size_mm is not None and not pixel_size_mm > 0:
+        raise InvalidParameterError(f"pixel size must be > 0 mm, got {pixel_size_mm}")
+    rules = check_rules(grading)
+
     start = time.perf_counter()
-    detector.fit([images[i] for i in fit_idx])
+    detector, result, folds = cross_fit(detector_name, images, params=params, n_folds=n_folds, random_state=seed)
     fit_seconds = time.perf_counter() - start
-    held = detector.score([images[i] for i in hold_idx])
-    values = np.concatenate([m.ravel()[:: max(1, m.size // 20000)] for m in held.maps])
-    calibration = provisional_calibration(held.scores, good_map_values=values)
-    calibration["holdout_fraction"] = holdout_fraction
-    calibration["split_seed"] = seed
+
+    start = time.perf_counter()
+    maxima = np.array([float(m.max()) for m in result.maps])
+    values = np.concatenate([m.ravel()[:: max(1, m.size // 2000)] for m in result.maps])
+    calibration = calibrate(result.scores, target_frr=target_frr, review_rate=review_rate,
+                            good_map_maxima=maxima, good_map_values=values, pixel_rate=pixel_rate,
+                            n_folds=int(folds.max()) + 1, split_seed=seed)
+    calibration["pixel_size_mm"] = pixel_size_mm
+    calibration["grading"] = rules
+    calibration_seconds = time.perf_counter() - start
+
+    detection_seconds = 0.0
+    if detection:
+        from anomaly.detection_estimate import estimate_detection
+
+        start = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(images), min(len(images), DETECTION_BASE_IMAGES), replace=False))
+        calibration["detection"] = estimate_detection(detector, [images[i] for i in pick], calibration,
+                                                      random_state=seed, pixel_size_mm=pixel_size_mm)
+        detection_seconds = time.perf_counter() - start
+        log.info("%s", calibration["detection"]["summary"])
+
     training = TrainingData(
         fingerprint=fingerprint_images(images),
         n_images=len(images),
         source=source,
-        extra={"n_fit": int(len(fit_idx)), "n_holdout": int(len(hold_idx))},
+        extra={"n_fit": len(images), "n_holdout": 0, "n_folds": int(folds.max()) + 1, "split_seed": seed},
     )
-    return TrainedModel(detector, calibration, training, fit_seconds, [int(i) for i in hold_idx])
+    return TrainedModel(detector, calibration, training, fit_seconds, [], calibration_seconds, detection_seconds,
+                        [int(f) for f in folds])
 
 
 def describe_source(images: Sequence[ImageLike]) -> str:

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from anomaly.cli.common import parse_params, print_json
+from anomaly.cli.train import add_calibration_options
 from anomaly.datasets import find_categories
 from anomaly.errors import DatasetError
 from anomaly.progress import enable_progress
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", help="timm backbone for deep detectors (default: the detector's)")
     p.add_argument("--image-size", type=int, help="model input size in pixels")
     p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", help="any detector parameter (JSON value)")
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction of train/good held out to calibrate")
+    add_calibration_options(p)
     p.add_argument("--limit-train", type=int, help="use at most N training images (seeded choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, dest="json_out", help="write the report(s) here")
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if not categories:
         raise DatasetError(f"no MVTec-layout category (a folder with train/good) at or below {args.dataset}")
     reports = [
-        evaluate(c, args.model, params=params, holdout_fraction=args.holdout, seed=args.seed,
-                 limit_train=args.limit_train)
+        evaluate(c, args.model, params=params, target_frr=args.target_frr, review_rate=args.review_rate,
+                 pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed, limit_train=args.limit_train,
+                 pixel_size_mm=args.pixel_size_mm, grading=args.grading,
+                 detection=not args.no_detection_estimate)
         for c in categories
     ]
     out = reports[0] if len(reports) == 1 else reports

@@ -190,3 +190,74 @@ class PaDiM(BackboneDetector):
         self.channel_index_ = arrays["channel_index"]
         self.n_train_ = int(meta.get("n_train", 0))
         self._set_backbone_from_meta(meta)
+
+    # -- cross-fitting (anomaly.crossfit protocol) ------------------------------------------
+    def cross_fit_scores(
+        self,
+        images: Sequence[ImageLike],
+        n_folds: int = 5,
+        random_state: int = 0,
+        *,
+        max_map_side: int | None = None,
+    ) -> AnomalyResult:
+        """Fit on all images and score each one with Gaussians estimated without its fold.
+
+        Features are computed once; the fold's per-position sums of ``x`` and ``x x^T`` are
+        subtracted from the totals, so each fold model costs one batched inversion. The
+        final model, kept in ``self``, is the one :meth:`fit` gives on all images.
+        Held-out images are scored through :meth:`score` of a model holding the fold
+        Gaussians, so their scores and maps are exactly what such a model gives.
+
+        Args:
+            images: Good images (arrays, paths or bytes).
+            n_folds: Number of folds (see :func:`anomaly.crossfit.assign_folds`).
+            random_state: Seed of the fold split.
+            max_map_side: Shrink returned maps to this long side (``None``: full size).
+
+        Returns:
+            Out-of-fold scores ``(N,)`` and maps, in input order.
+        """
+        from anomaly.crossfit import assign_folds, shrink_map
+
+        self._validate_params()
+        images = list(images)
+        folds = assign_folds(len(images), n_folds, random_state)
+        total_channels = sum(self.extractor.channels)
+        d = min(int(self.n_features), total_channels)
+        rng = np.random.default_rng(int(self.random_state))
+        self.channel_index_ = np.sort(rng.choice(total_channels, size=d, replace=False)).astype(np.int64)
+        gh, gw = self._grid
+        s1 = np.zeros((gh * gw, d), dtype=np.float64)
+        s2 = np.zeros((gh * gw, d, d), dtype=np.float64)
+        cached: list[np.ndarray] = []
+        for batch in progress(list(self._batches(images)), desc="padim: features (cross-fit)"):
+            x = self._position_features(batch)  # (P, B, d)
+            s1 += x.sum(axis=1)
+            s2 += np.matmul(x.transpose(0, 2, 1), x)
+            cached += [x[:, b].astype(np.float32) for b in range(x.shape[1])]  # lossless: float32 features
+
+        def gaussian(t1: np.ndarray, t2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+            mean = t1 / n
+            cov = (t2 - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
+            cov += float(self.covariance_eps) * np.eye(d)[None]
+            return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
+
+        scores = np.zeros(len(images))
+        maps: list[np.ndarray | None] = [None] * len(images)
+        for j in progress(range(int(folds.max()) + 1), desc="padim: out-of-fold scores"):
+            inside = np.flatnonzero(folds == j)
+            x = np.stack([cached[i] for i in inside], axis=1).astype(np.float64)  # (P, n_j, d)
+            fold_model = type(self)(**self.get_params())
+            fold_model._extractor, fold_model._backbone_sha256 = self._extractor, self._backbone_sha256
+            fold_model.channel_index_ = self.channel_index_
+            fold_model.mean_, fold_model.precision_ = gaussian(
+                s1 - x.sum(axis=1), s2 - np.matmul(x.transpose(0, 2, 1), x), len(images) - len(inside))
+            fold_model.n_train_ = len(images) - len(inside)
+            fold_model.fitted_ = True
+            result = fold_model.score([images[i] for i in inside])
+            for i, s, m in zip(inside, result.scores, result.maps):
+                scores[i], maps[i] = s, shrink_map(m, max_map_side)
+        self.mean_, self.precision_ = gaussian(s1, s2, len(images))
+        self.n_train_ = len(images)
+        self.fitted_ = True
+        return AnomalyResult(scores=scores, maps=maps)

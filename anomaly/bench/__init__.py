@@ -1,0 +1,63 @@
+"""``anomaly bench``: our detectors against anomalib's, same images, same machine, one run.
+
+For every MVTec-layout category under a root, each of our models (PatchCore, PaDiM) is
+fitted and scored beside anomalib's counterpart (when anomalib is installed: ``pip
+install .[peer]``, or a venv at ``.venv-peer``), with the same EfficientNet-Lite0
+ImageNet weights in the same timm backbone, the same stages, input size and
+normalisation, in two comparisons: ``matched`` (same model settings) and ``defaults``
+(each side's own). See :mod:`anomaly.bench.protocol` for the settings and the seeded
+sub-sampling, :mod:`anomaly.bench.run` for the timing protocol, and
+:mod:`anomaly.bench.peer_anomalib` for exactly what is run and timed on anomalib's side.
+
+Outputs in ``--out DIR``:
+
+* ``bench.json``, keys:
+
+  - ``schema`` (``"anomaly-bench/1"``), ``complete`` (false while running or when cut
+    short), ``command``, ``started``, ``finished``, ``wall_seconds``;
+  - ``machine``: ``cpu_count``, ``usable_cores``, ``cpu_model``, ``memory_gb``,
+    ``platform``, ``python``, ``load_average`` (at start), ``load_average_end``;
+  - ``commit``: ``sha``, ``dirty``;
+  - ``packages``: ``ours`` and ``peer``, each ``{distribution: version}``;
+  - ``peer``: ``name``, ``python``, ``available``, ``reason`` (why not, when not),
+    ``version``, ``torch_threads``;
+  - ``protocol``: ``models``, ``settings``, ``categories``, ``max_train``, ``max_test``, ``seed``,
+    ``image_size``, ``matched_coreset_ratio``, ``peer_defaults_max_patches``,
+    ``auroc_tolerance``, ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
+    ``peer_coreset_malloc``, ``pythons`` {``ours``, ``peer``};
+  - ``backbone_check``: ``backbone``, ``layers``, ``peer_layers``, ``image``,
+    ``max_abs_diff`` (per layer), ``identical``, ``tolerance``, ``weights_sha256``,
+    ``mean``, ``std`` (``null`` without the peer);
+  - ``results``: one per category, model and setting, with ``category``, ``dataset``,
+    ``model``, ``setting``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
+    ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``
+    when not run), ``peer_skipped`` (why), ``ratios`` and ``checks``;
+  - figures (``ours``, ``peer``): ``image_auroc``, ``pixel_auroc``, ``aupro``,
+    ``pixel_metrics_note``, ``fit_seconds`` (model already built and its weights
+    loaded, on both sides), ``model_load_seconds``, ``latency_ms`` {``p50``, ``p90``} (end to
+    end from the file), ``model_ms`` {``p50``, ``p90``} (the model call), ``decode_ms_p50``,
+    ``preprocess_ms_p50`` (peer), ``backbone_ms_p50``, ``latency_over_backbone``,
+    ``peak_rss_mb``, ``fit_peak_rss_mb``, ``import_rss_mb``, ``peak_anon_mb``,
+    ``fit_peak_anon_mb``, ``import_anon_mb`` (anonymous memory only, see
+    :class:`anomaly.bench.worker.AnonPeak`), ``bundle_mb``,
+    ``bundle_backbone_mb``, ``bundle_holds_backbone``, ``torch_threads``, ``params``,
+    ``backbone``, ``training``; a peer run reused from another setting adds ``shared_with``;
+  - ``ratios`` (ours / peer): ``fit_seconds``, ``latency_p50``, ``latency_p90``,
+    ``model_p50``, ``model_p90``, ``backbone_p50``, ``peak_rss_mb``, ``peak_anon_mb``,
+    ``bundle_mb``; and
+    differences ours - peer: ``image_auroc_delta``, ``pixel_auroc_delta``, ``aupro_delta``;
+  - ``checks``: the issue's bars per case (``true``/``false``/``null`` = no figure);
+  - ``summary``: ``checks_passed``, ``checks_failed``, ``checks_without_figures``,
+    ``wall_seconds``, ``within_budget``, ``budget_seconds``.
+
+* ``bench.md``: the same as Markdown tables (one per setting, cells ``ours / anomalib``
+  with the ratio), the latency floor table and the checks.
+* ``accuracy.png``: image AUROC, pixel AUROC and AUPRO per case, ours beside anomalib.
+* ``latency.png``: end-to-end latency p50 (with our backbone's forward marked), model
+  call p50 and fit time per case.
+* ``logs/``: every worker's standard error.
+"""
+
+from anomaly.bench.run import BenchConfig, run_bench
+
+__all__ = ["BenchConfig", "run_bench"]

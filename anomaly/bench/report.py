@@ -1,0 +1,203 @@
+"""``bench.md`` (Markdown tables) and the PNG charts of a ``bench.json`` document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OURS_LABEL = "ours"
+
+
+def _peer_label(doc: dict[str, Any]) -> str:
+    peer = doc.get("peer") or {}
+    return peer.get("name") or "peer"
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _num(value: float | None) -> str:
+    """Costs: 3 significant figures without a forest of decimals."""
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _pair(ours: Any, peer: Any, fmt=_f) -> str:
+    return fmt(ours) if peer is None else f"{fmt(ours)} / {fmt(peer)}"
+
+
+def _cost(ours: float | None, peer: float | None, ratio: float | None) -> str:
+    if peer is None:
+        return _num(ours)
+    return f"{_num(ours)} / {_num(peer)} ({_f(ratio, 2)}×)"
+
+
+def _get(fig: dict[str, Any] | None, *path: str) -> Any:
+    for key in path:
+        fig = fig.get(key) if isinstance(fig, dict) else None
+    return fig
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The Markdown report of a ``bench.json`` document."""
+    peer_name = _peer_label(doc)
+    machine, commit, peer = doc["machine"], doc.get("commit") or {}, doc.get("peer") or {}
+    proto, summary = doc["protocol"], doc.get("summary") or {}
+    lines = [f"# Benchmark: {OURS_LABEL} vs {peer_name}", ""]
+    if not doc.get("complete"):
+        lines += ["**Incomplete run**: the figures below are the cases finished so far.", ""]
+    lines += [
+        f"- command: `{doc['command']}`",
+        f"- machine: {machine.get('cpu_count')} cores ({machine.get('usable_cores')} usable), "
+        f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GB, {machine.get('platform')}, Python "
+        f"{machine.get('python')}; load average at start {machine.get('load_average')}, at end "
+        f"{machine.get('load_average_end')}",
+        f"- commit: `{commit.get('sha')}`" + (" (uncommitted changes)" if commit.get("dirty") else ""),
+        f"- {OURS_LABEL}: " + _versions(_get(doc, "packages", "ours")),
+        f"- {peer_name}: " + (_versions(_get(doc, "packages", "peer")) if peer.get("available")
+                              else f"not run ({peer.get('reason')})"),
+        f"- protocol: at most {proto['max_train'] or 'all'} training and {proto['max_test'] or 'all'} test images "
+        f"per set (seed "
+        f"{proto['seed']}, identical for both), {proto['image_size']} px input, matched PatchCore coreset ratio "
+        f"{proto['matched_coreset_ratio']}; {proto['timing']}; {proto['scores']}",
+    ]
+    check = doc.get("backbone_check")
+    if check:
+        lines.append(f"- same backbone: {check['backbone']} stages {check['layers']} = {peer_name}'s "
+                     f"{check['peer_layers']}, identical features on one image (max |diff| "
+                     f"{max(check['max_abs_diff'].values()):.2g}, weights sha256 {check['weights_sha256'][:12]}…)")
+    lines.append(f"- wall time: {summary.get('wall_seconds')} s (budget {summary.get('budget_seconds')} s)")
+    lines.append("")
+    lines.append(f"Cells read `{OURS_LABEL} / {peer_name}`; costs add the ratio ours / {peer_name}. "
+                 "Latencies are per image, batch of one, end to end from the file (decode, resize, model, map) "
+                 "and the model call alone. Peak RSS counts the shared libraries' pages too (page-cache "
+                 "dependent); peak anon is the memory each program allocated itself.")
+    for setting in doc["protocol"]["settings"]:
+        rows = [e for e in doc["results"] if e["setting"] == setting]
+        if not rows:
+            continue
+        lines += ["", f"## {setting} settings", "",
+                  "| set | model | n fit / test | image AUROC | pixel AUROC | AUPRO | fit s | e2e p50 ms | "
+                  "e2e p90 ms | model p50 ms | peak RSS MB | peak anon MB | bundle MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for e in rows:
+            o, p, r = e["ours"] or {}, e["peer"], e.get("ratios") or {}
+            pg = (lambda *k: _get(p, *k)) if p else (lambda *k: None)
+            lines.append("| " + " | ".join([
+                e["category"], e["model"], f"{e['n_fit']} / {e['n_test']}",
+                _pair(o.get("image_auroc"), pg("image_auroc")),
+                _pair(o.get("pixel_auroc"), pg("pixel_auroc")),
+                _pair(o.get("aupro"), pg("aupro")),
+                _cost(o.get("fit_seconds"), pg("fit_seconds"), r.get("fit_seconds")),
+                _cost(_get(o, "latency_ms", "p50"), pg("latency_ms", "p50"), r.get("latency_p50")),
+                _cost(_get(o, "latency_ms", "p90"), pg("latency_ms", "p90"), r.get("latency_p90")),
+                _cost(_get(o, "model_ms", "p50"), pg("model_ms", "p50"), r.get("model_p50")),
+                _cost(o.get("peak_rss_mb"), pg("peak_rss_mb"), r.get("peak_rss_mb")),
+                _cost(o.get("peak_anon_mb"), pg("peak_anon_mb"), r.get("peak_anon_mb")),
+                _cost(o.get("bundle_mb"), pg("bundle_mb"), r.get("bundle_mb")),
+            ]) + " |")
+        skipped = [e for e in rows if e["peer"] is None and e.get("peer_skipped")]
+        for e in skipped:
+            lines.append(f"\n{peer_name} not run for {e['category']}/{e['model']}: {e['peer_skipped']}")
+        for e in rows:
+            if e["peer"] and e["peer"].get("shared_with"):
+                lines.append(f"\n{e['category']}/{e['model']}: {peer_name}'s figures are those of its "
+                             f"{e['peer']['shared_with']} run (same configuration).")
+    lines += ["", "## Latency against the backbone's own forward (the floor)", "",
+              f"| set | model | setting | system | decode p50 ms | backbone p50 ms | e2e p50 ms | e2e / backbone |",
+              "|---|---|---|---|---|---|---|---|"]
+    for e in doc["results"]:
+        for label, fig in ((OURS_LABEL, e["ours"]), (peer_name, e["peer"])):
+            if not fig or (fig.get("shared_with") and label != OURS_LABEL):
+                continue
+            lines.append(f"| {e['category']} | {e['model']} | {e['setting']} | {label} | "
+                         f"{_num(fig.get('decode_ms_p50'))} | {_num(fig.get('backbone_ms_p50'))} | "
+                         f"{_num(_get(fig, 'latency_ms', 'p50'))} | {_f(fig.get('latency_over_backbone'), 2)} |")
+    lines += ["", "## Checks against the issue's bars", ""]
+    lines.append(f"{summary.get('checks_passed', 0)} passed, {len(summary.get('checks_failed') or [])} failed, "
+                 f"{len(summary.get('checks_without_figures') or [])} without figures; whole run "
+                 f"{'within' if summary.get('within_budget') else 'over'} the {summary.get('budget_seconds')} s budget.")
+    for label in summary.get("checks_failed") or []:
+        lines.append(f"- failed: {label}")
+    for label in summary.get("checks_without_figures") or []:
+        lines.append(f"- no figure: {label}")
+    return "\n".join(lines) + "\n"
+
+
+def _versions(versions: dict[str, str] | None) -> str:
+    if not versions:
+        return "–"
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
+
+
+def write_markdown(doc: dict[str, Any], path: Path) -> None:
+    """Write :func:`markdown` of ``doc`` to ``path``."""
+    path.write_text(markdown(doc))
+
+
+def _cases(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in doc["results"] if e.get("ours")]
+
+
+def write_charts(doc: dict[str, Any], accuracy_png: Path, latency_png: Path) -> None:
+    """Accuracy (image AUROC, pixel AUROC, AUPRO) and cost (latency, fit time) charts, ours beside the peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cases = _cases(doc)
+    peer_name = _peer_label(doc)
+    labels = [f"{e['category']}\n{e['model']}\n{e['setting']}" for e in cases]
+    x = np.arange(len(cases))
+    width = 0.38
+    colours = {OURS_LABEL: "#1f77b4", peer_name: "#ff7f0e"}
+
+    def bars(ax, key_path: tuple[str, ...], title: str, log: bool = False) -> None:
+        ours = [_get(e["ours"], *key_path) for e in cases]
+        peer = [_get(e["peer"], *key_path) for e in cases]
+        ax.bar(x - width / 2, [np.nan if v is None else v for v in ours], width, label=OURS_LABEL,
+               color=colours[OURS_LABEL])
+        ax.bar(x + width / 2, [np.nan if v is None else v for v in peer], width, label=peer_name,
+               color=colours[peer_name])
+        ax.set_title(title)
+        ax.set_xticks(x, labels, fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+
+    n = max(len(cases), 1)
+    fig, axes = plt.subplots(1, 3, figsize=(max(12, 1.1 * n * 3), 4.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], (("image_auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"),
+                                          ("aupro", "AUPRO (FPR ≤ 0.3)"))):
+        bars(ax, (key,), title)
+        ax.set_ylim(0.0, 1.02)
+    axes[0][0].legend(loc="lower left")
+    fig.suptitle(f"Accuracy: {OURS_LABEL} vs {peer_name} (raw scores, same backbone and input)")
+    fig.tight_layout()
+    fig.savefig(accuracy_png, dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(max(12, 1.1 * n * 3), 4.8), squeeze=False)
+    bars(axes[0][0], ("latency_ms", "p50"), "end-to-end latency p50 (ms, log)", log=True)
+    backbone = [_get(e["ours"], "backbone_ms_p50") for e in cases]
+    axes[0][0].scatter(x - width / 2, [np.nan if v is None else v for v in backbone], marker="_", s=300,
+                       color="black", label=f"{OURS_LABEL} backbone forward", zorder=3)
+    axes[0][0].legend(loc="upper left", fontsize=7)
+    bars(axes[0][1], ("model_ms", "p50"), "model call p50 (ms, log)", log=True)
+    bars(axes[0][2], ("fit_seconds",), "fit time (s, log)", log=True)
+    fig.suptitle(f"Cost on this CPU: {OURS_LABEL} vs {peer_name} (interleaved per image)")
+    fig.tight_layout()
+    fig.savefig(latency_png, dpi=110)
+    plt.close(fig)

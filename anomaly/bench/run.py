@@ -1,0 +1,483 @@
+"""The benchmark coordinator: every category, model and setting, both systems, one run.
+
+For each (category, model, setting) a fresh worker process per system fits on the same
+sub-sampled training images (ours first, then the peer), then the test images are scored
+one at a time, **interleaved**: image i goes to both workers back to back (ours first on
+even i, the peer first on odd i), so the noise of a shared machine hits both systems
+alike. Two untimed warm-up calls per worker come first. Accuracy comes from the same
+metric code for both (:mod:`anomaly.metrics`), on raw scores and maps at each image's own
+resolution. Outputs are rewritten after every case, so a run cut short still leaves a
+consistent ``bench.json`` (``complete: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomaly.bench.peer_anomalib import peer_python
+from anomaly.bench.protocol import BENCH_MODELS, SETTINGS, ModelSetting, model_settings, subsample_test, subsample_train
+from anomaly.bench.provenance import git_commit, machine_info
+from anomaly.bench.worker import BenchError, WorkerClient
+from anomaly.datasets import MVTecCategory, Sample, find_categories
+from anomaly.errors import DatasetError, InvalidParameterError
+from anomaly.progress import progress
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "anomaly-bench/1"
+#: The accuracy rule: ours at least the peer's image AUROC minus this.
+AUROC_TOLERANCE = 0.005
+#: The whole benchmark's time budget on the reference machine.
+BUDGET_SECONDS = 3600
+WARMUP_CALLS = 2
+
+
+@dataclass
+class BenchConfig:
+    """What one ``anomaly bench`` run measures.
+
+    Attributes:
+        root: A folder with MVTec-layout categories (or one category).
+        out: Output folder (``bench.json``, ``bench.md``, ``accuracy.png``, ``latency.png``).
+        models: Our registry names to compare.
+        settings: ``matched`` and/or ``defaults``.
+        peer: ``"anomalib"`` or ``None`` (ours only).
+        peer_python: Interpreter with anomalib (default: found, see :func:`peer_python`).
+        max_train: At most this many training images per category (seeded, both sides).
+        max_test: At most this many test images per category (seeded, stratified).
+        seed: Seed of the sub-sampling and of every model's random choices.
+        image_size: Square model input of both sides.
+        matched_coreset_ratio: PatchCore coreset ratio of the matched comparison.
+        peer_defaults_max_patches: anomalib's default PatchCore runs where the training
+            patches are at most this many (its coreset loop is the budget); ``None`` = always.
+        categories: Only these categories (folder name, or ``dataset/category``); all when empty.
+        ours_python: Interpreter of our workers. Default: the peer's when it runs (both
+            systems then load the same torch binaries from the same files, so the shared
+            libraries weigh alike in the resident memory), else this one.
+    """
+
+    root: Path
+    out: Path
+    models: tuple[str, ...] = BENCH_MODELS
+    settings: tuple[str, ...] = SETTINGS
+    peer: str | None = "anomalib"
+    peer_python: str | None = None
+    max_train: int | None = 100
+    max_test: int | None = 150
+    seed: int = 0
+    image_size: int = 256
+    matched_coreset_ratio: float = 0.01
+    peer_defaults_max_patches: int | None = 40_000
+    ours_python: str | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass
+class _Peer:
+    python: str | None
+    reason: str | None
+    hello: dict[str, Any] | None = None
+    check: dict[str, Any] | None = None
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Run the benchmark and write its outputs.
+
+    Returns:
+        The ``bench.json`` document (see :mod:`anomaly.bench` for its keys).
+
+    Raises:
+        DatasetError: no MVTec-layout category under ``config.root``.
+        InvalidParameterError: an unknown setting or a non-positive limit.
+    """
+    _validate(config)
+    categories = find_categories(config.root)
+    if config.categories:
+        wanted = set(config.categories)
+        categories = [c for c in categories if c.name in wanted or f"{c.parent.name}/{c.name}" in wanted]
+    if not categories:
+        raise DatasetError(f"no MVTec-layout category (a folder with train/good) at or below {config.root}"
+                           + (f" named {list(config.categories)}" if config.categories else ""))
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logs, bundles = out / "logs", out / ".bundles"
+    code_root = Path(__file__).resolve().parents[2]
+
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "complete": False,
+        "command": command_line(config),
+        "started": _now(),
+        "finished": None,
+        "wall_seconds": None,
+        "machine": machine_info(),
+        "commit": git_commit(code_root),
+        "packages": {"ours": None, "peer": None},
+        "peer": None,
+        "protocol": _protocol(config),
+        "backbone_check": None,
+        "results": [],
+        "summary": None,
+    }
+    plans = []
+    for folder in categories:
+        category = MVTecCategory(folder)
+        train_all, test_all = category.train_good(), category.test_samples()
+        plans.append((category, train_all, subsample_train(train_all, config.max_train, config.seed),
+                      test_all, subsample_test(test_all, config.max_test, config.seed)))
+
+    peer = _start_peer(config, code_root, plans[0][2][0], logs)
+    doc["peer"] = {"name": config.peer, "python": peer.python, "available": peer.python is not None,
+                   "reason": peer.reason, "version": (peer.hello or {}).get("versions", {}).get("anomalib"),
+                   "torch_threads": (peer.hello or {}).get("torch_threads")}
+    doc["packages"]["peer"] = (peer.hello or {}).get("versions")
+    ours_python = config.ours_python or peer.python or sys.executable
+    doc["protocol"]["pythons"] = {"ours": ours_python, "peer": peer.python}
+    doc["backbone_check"] = peer.check
+
+    shared: dict[tuple[str, str, str], dict[str, Any]] = {}
+    try:
+        for category, train_all, train, test_all, test in plans:
+            for model in config.models:
+                for ms in model_settings(model, image_size=config.image_size,
+                                         matched_coreset_ratio=config.matched_coreset_ratio,
+                                         peer_defaults_max_patches=config.peer_defaults_max_patches, seed=config.seed):
+                    if ms.setting not in config.settings:
+                        continue
+                    log.info("bench: %s / %s / %s (%d train, %d test)", category.name, model, ms.setting,
+                             len(train), len(test))
+                    entry = _run_case(config, ours_python, category, train, test, ms, peer, shared, logs, bundles,
+                                      code_root, doc)
+                    entry["n_train_total"], entry["n_test_total"] = len(train_all), len(test_all)
+                    doc["results"].append(entry)
+                    _write(doc, out, start)
+        doc["complete"] = True
+    finally:
+        shutil.rmtree(bundles, ignore_errors=True)
+        _write(doc, out, start)
+    return doc
+
+
+def _validate(config: BenchConfig) -> None:
+    unknown = sorted(set(config.settings) - set(SETTINGS))
+    if unknown or not config.settings:
+        raise InvalidParameterError(f"settings must be among {list(SETTINGS)}, got {list(config.settings)}")
+    for name in ("max_train", "max_test"):
+        value = getattr(config, name)
+        if value is not None and int(value) < 1:
+            raise InvalidParameterError(f"{name} must be >= 1 (or unset), got {value}")
+    if config.max_train is not None and int(config.max_train) < 2:
+        raise InvalidParameterError(f"max_train must be >= 2, got {config.max_train}")
+    if not 0.0 < float(config.matched_coreset_ratio) <= 1.0:
+        raise InvalidParameterError(f"matched_coreset_ratio must be in (0, 1], got {config.matched_coreset_ratio}")
+    if config.peer not in (None, "anomalib"):
+        raise InvalidParameterError(f"peer must be 'anomalib' or none, got {config.peer!r}")
+    if not config.models:
+        raise InvalidParameterError("no model to benchmark")
+
+
+def _protocol(config: BenchConfig) -> dict[str, Any]:
+    return {
+        "models": list(config.models),
+        "settings": list(config.settings),
+        "categories": list(config.categories) or "all",
+        "max_train": config.max_train,
+        "max_test": config.max_test,
+        "seed": config.seed,
+        "image_size": config.image_size,
+        "matched_coreset_ratio": config.matched_coreset_ratio,
+        "peer_defaults_max_patches": config.peer_defaults_max_patches,
+        "auroc_tolerance": AUROC_TOLERANCE,
+        "warmup_calls": WARMUP_CALLS,
+        "subsampling": "train: numpy default_rng(seed).choice without replacement, path order kept (as "
+                       "`anomaly eval --limit-train`); test: stratified by defect type (good included), "
+                       "largest-remainder quotas, at least one per type, same seeded generator; identical for "
+                       "both systems",
+        "timing": "one fresh worker process per system and case; fits run back to back (ours, then the peer), "
+                  "timed from a built model with its weights loaded to a model ready to score; "
+                  "test images are scored one at a time, interleaved per image (ours first on even images, the "
+                  "peer first on odd ones); every timing taken inside the worker around the measured call",
+        "scores": "raw scores and maps on both sides: no normalisation, no statistics of test data",
+        "peer_coreset_malloc": "anomalib's k-center selection runs with glibc's mmap threshold fixed at 128 KiB "
+                               "(mallopt), then 32 MiB for the rest of its process: with the dynamic threshold its "
+                               "heap grew ~16 MB per iteration on small sets here (killed for memory at 21 GB on the "
+                               "25-image grid set at its default ratio); ours runs with glibc's defaults",
+    }
+
+
+def _start_peer(config: BenchConfig, code_root: Path, probe_image: Path, logs: Path) -> _Peer:
+    if config.peer is None:
+        return _Peer(None, "not requested (--peer none)")
+    python, reason = peer_python(code_root, config.peer_python)
+    if python is None:
+        log.warning("bench: running ours only: %s", reason)
+        return _Peer(None, reason)
+    layers = sorted({i for m in config.models for ms in model_settings(m) if ms.peer for i in ms.peer["layers"]})
+    try:
+        with WorkerClient(python, "anomalib", logs / "anomalib-backbone-check.log", code_root) as worker:
+            check = worker.call({"op": "backbone_check", "backbone": "efficientnet_lite0", "layers": layers,
+                                 "path": str(probe_image), "image_size": config.image_size})
+            hello = worker.hello
+    except BenchError as exc:
+        log.warning("bench: anomalib does not start: %s", exc)
+        return _Peer(None, f"anomalib worker failed: {exc}")
+    if not check["identical"]:
+        return _Peer(None, f"backbones differ on one image: {check['max_abs_diff']}", hello, check)
+    log.info("bench: anomalib %s at %s; backbones identical on %s (max |diff| %s)",
+             hello["versions"].get("anomalib"), python, probe_image, check["max_abs_diff"])
+    return _Peer(python, None, hello, check)
+
+
+def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, train: list[Path], test: list[Sample],
+              ms: ModelSetting, peer: _Peer, shared: dict, logs: Path, bundles: Path, code_root: Path,
+              doc: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "category": category.name,
+        "dataset": str(category.root),
+        "model": ms.model,
+        "setting": ms.setting,
+        "n_fit": len(train),
+        "n_test": len(test),
+        "n_test_defective": int(sum(s.label for s in test)),
+        "notes": list(ms.notes),
+        "ours": None,
+        "peer": None,
+        "peer_skipped": None,
+        "ratios": None,
+        "checks": None,
+    }
+    key = (category.name, ms.model, ms.setting)
+    run_peer = False
+    if ms.peer is None:
+        entry["peer_skipped"] = "; ".join(ms.notes) or "no counterpart"
+    elif peer.python is None:
+        entry["peer_skipped"] = peer.reason
+    elif ms.peer_shared_with and (category.name, ms.model, ms.peer_shared_with) in shared:
+        entry["peer"] = dict(shared[(category.name, ms.model, ms.peer_shared_with)], shared_with=ms.peer_shared_with)
+    elif ms.peer_max_patches is not None and len(train) * _patches_per_image(ms) > ms.peer_max_patches:
+        entry["peer_skipped"] = (
+            f"budget: {len(train)} images x {_patches_per_image(ms)} patches = {len(train) * _patches_per_image(ms)} "
+            f"training patches > {ms.peer_max_patches}; anomalib's sequential greedy coreset at its default ratio "
+            f"{ms.peer.get('coreset_ratio')} would take {int(len(train) * _patches_per_image(ms) * ms.peer.get('coreset_ratio', 0))} "
+            "passes over all of them (raise --peer-defaults-max-patches to run it)")
+    else:
+        run_peer = True
+
+    stem = f"{category.name}-{ms.model}-{ms.setting}"
+    train_paths = [str(p) for p in train]
+    clients: list[tuple[str, WorkerClient]] = []
+    try:
+        ours = WorkerClient(ours_python, "ours", logs / f"{stem}-ours.log", code_root)
+        clients.append(("ours", ours))
+        doc["packages"]["ours"] = doc["packages"]["ours"] or ours.hello["versions"]
+        fits = {"ours": ours.call({"op": "fit", "model": ms.model, "params": ms.ours, "train": train_paths,
+                                   "bundle_dir": str(bundles / stem)})}
+        if run_peer:
+            backbone = fits["ours"]["backbone"]
+            params = {**ms.peer, "backbone": backbone["name"], "mean": backbone["mean"], "std": backbone["std"],
+                      "seed": config.seed}
+            worker = WorkerClient(peer.python, "anomalib", logs / f"{stem}-anomalib.log", code_root)
+            clients.append(("peer", worker))
+            fits["peer"] = worker.call({"op": "fit", "model": ms.model, "params": params, "train": train_paths,
+                                        "bundle_dir": str(bundles / stem)})
+        log.info("bench: %s fit: %s", stem, ", ".join(f"{n} {f['fit_seconds']:.1f} s" for n, f in fits.items()))
+        for _, client in clients:
+            for _ in range(WARMUP_CALLS):
+                client.call({"op": "warmup", "path": str(test[0].path)})
+        timings: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in clients}
+        for i, sample in enumerate(progress(test, desc=stem)):
+            request = {"op": "score", "path": str(sample.path), "label": sample.label,
+                       "defect_type": sample.defect_type, "mask": str(sample.mask_path) if sample.mask_path else None}
+            order = clients if i % 2 == 0 else clients[::-1]
+            for name, client in order:
+                timings[name].append(client.call(request))
+        for name, client in clients:
+            finish = client.call({"op": "finish"})
+            figures = _figures(fits[name], finish, timings[name], client.hello)
+            entry["ours" if name == "ours" else "peer"] = figures
+    finally:
+        for _, client in clients:
+            client.close()
+    if run_peer:
+        shared[key] = entry["peer"]
+    if entry["peer"] is not None:
+        entry["ratios"] = _ratios(entry["ours"], entry["peer"])
+    entry["checks"] = _checks(entry)
+    return entry
+
+
+def _patches_per_image(ms: ModelSetting) -> int:
+    """Feature-grid cells per image of the finest layer (timm CNN stages reduce by 2 ** (i + 1))."""
+    stride = 2 ** (min(ms.peer["layers"]) + 1)
+    return (int(ms.peer["image_size"]) // stride) ** 2
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _figures(fit: dict[str, Any], finish: dict[str, Any], timings: list[dict[str, Any]],
+             hello: dict[str, Any]) -> dict[str, Any]:
+    def col(key: str) -> list[float]:
+        return [t.get(key) for t in timings]
+
+    fig = {
+        "image_auroc": finish.get("image_auroc"),
+        "pixel_auroc": finish.get("pixel_auroc"),
+        "aupro": finish.get("aupro"),
+        "pixel_metrics_note": finish.get("pixel_metrics_note"),
+        "fit_seconds": fit["fit_seconds"],
+        "model_load_seconds": fit.get("model_load_seconds"),
+        "latency_ms": {"p50": _pct(col("e2e_ms"), 50), "p90": _pct(col("e2e_ms"), 90)},
+        "model_ms": {"p50": _pct(col("model_ms"), 50), "p90": _pct(col("model_ms"), 90)},
+        "decode_ms_p50": _pct(col("decode_ms"), 50),
+        "preprocess_ms_p50": _pct(col("preprocess_ms"), 50),
+        "backbone_ms_p50": _pct(col("backbone_ms"), 50),
+        "latency_over_backbone": None,
+        "peak_rss_mb": finish.get("peak_rss_mb"),
+        "fit_peak_rss_mb": finish.get("fit_peak_rss_mb"),
+        "import_rss_mb": finish.get("import_rss_mb"),
+        "peak_anon_mb": finish.get("peak_anon_mb"),
+        "fit_peak_anon_mb": finish.get("fit_peak_anon_mb"),
+        "import_anon_mb": finish.get("import_anon_mb"),
+        "bundle_mb": fit.get("bundle_mb"),
+        "bundle_backbone_mb": fit.get("bundle_backbone_mb"),
+        "bundle_holds_backbone": fit.get("bundle_holds_backbone"),
+        "torch_threads": hello.get("torch_threads"),
+        "params": fit.get("params"),
+        "backbone": fit.get("backbone"),
+        "training": fit.get("training"),
+    }
+    if fig["latency_ms"]["p50"] and fig["backbone_ms_p50"]:
+        fig["latency_over_backbone"] = round(fig["latency_ms"]["p50"] / fig["backbone_ms_p50"], 3)
+    return fig
+
+
+#: Ratios ours / peer reported for every compared case: name -> path into the figures.
+RATIO_KEYS = {
+    "fit_seconds": ("fit_seconds",),
+    "latency_p50": ("latency_ms", "p50"),
+    "latency_p90": ("latency_ms", "p90"),
+    "model_p50": ("model_ms", "p50"),
+    "model_p90": ("model_ms", "p90"),
+    "backbone_p50": ("backbone_ms_p50",),
+    "peak_rss_mb": ("peak_rss_mb",),
+    "peak_anon_mb": ("peak_anon_mb",),
+    "bundle_mb": ("bundle_mb",),
+}
+#: Differences ours - peer of the accuracy figures.
+DELTA_KEYS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def _get(fig: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        fig = fig.get(key) if isinstance(fig, dict) else None
+    return fig
+
+
+def _ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, path in RATIO_KEYS.items():
+        a, b = _get(ours, path), _get(peer, path)
+        out[name] = round(a / b, 3) if a is not None and b else None
+    for name in DELTA_KEYS:
+        a, b = ours.get(name), peer.get(name)
+        out[f"{name}_delta"] = round(a - b, 4) if a is not None and b is not None else None
+    return out
+
+
+def _checks(entry: dict[str, Any]) -> dict[str, bool | None]:
+    """The issue's bars for this case (``None`` where a figure is missing)."""
+    ours, peer, ratios = entry["ours"], entry["peer"], entry["ratios"] or {}
+    model, setting = entry["model"], entry["setting"]
+    checks: dict[str, bool | None] = {}
+
+    def at_most(value: float | None, bar: float) -> bool | None:
+        return None if value is None else bool(value <= bar)
+
+    if peer is not None:
+        a, b = ours.get("image_auroc"), peer.get("image_auroc")
+        checks["image_auroc_at_least_peer_minus_0.005"] = (
+            None if a is None or b is None else bool(a >= b - AUROC_TOLERANCE))
+        if setting == "matched":
+            checks["latency_p50_at_most_half_of_peer"] = at_most(ratios.get("latency_p50"), 0.5)
+        if model == "patchcore":
+            checks["fit_seconds_at_most_half_of_peer"] = at_most(ratios.get("fit_seconds"), 0.5)
+            checks["peak_rss_not_higher_than_peer"] = at_most(ratios.get("peak_rss_mb"), 1.0)
+    if model == "patchcore" and setting == "defaults":
+        checks["latency_p50_at_most_1.5x_backbone"] = at_most(ours.get("latency_over_backbone"), 1.5)
+    return checks
+
+
+def _summary(doc: dict[str, Any], wall: float) -> dict[str, Any]:
+    failed, passed, missing = [], 0, []
+    for entry in doc["results"]:
+        for name, ok in (entry.get("checks") or {}).items():
+            label = f"{entry['category']}/{entry['model']}/{entry['setting']}: {name}"
+            if ok is None:
+                missing.append(label)
+            elif ok:
+                passed += 1
+            else:
+                failed.append(label)
+    return {
+        "checks_passed": passed,
+        "checks_failed": failed,
+        "checks_without_figures": missing,
+        "wall_seconds": round(wall, 1),
+        "within_budget": wall < BUDGET_SECONDS,
+        "budget_seconds": BUDGET_SECONDS,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write(doc: dict[str, Any], out: Path, start: float) -> None:
+    from anomaly.bench.report import write_charts, write_markdown
+
+    wall = time.perf_counter() - start
+    doc["wall_seconds"] = round(wall, 1)
+    doc["finished"] = _now()
+    doc["machine"]["load_average_end"] = machine_info()["load_average"]
+    doc["summary"] = _summary(doc, wall)
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    tmp.replace(out / "bench.json")
+    write_markdown(doc, out / "bench.md")
+    write_charts(doc, out / "accuracy.png", out / "latency.png")
+
+
+def command_line(config: BenchConfig) -> str:
+    """The ``anomaly bench`` command that repeats this run, every option spelled out."""
+
+    def limit(value: int | None) -> str:
+        return "all" if value is None else str(value)
+
+    args = ["anomaly", "bench", str(config.root), "--models", *config.models, "--settings", *config.settings,
+            "--peer", config.peer or "none"]
+    if config.categories:
+        args += ["--categories", *config.categories]
+    if config.peer_python:
+        args += ["--peer-python", config.peer_python]
+    if config.ours_python:
+        args += ["--ours-python", config.ours_python]
+    args += ["--out", str(config.out), "--max-train", limit(config.max_train), "--max-test", limit(config.max_test),
+             "--seed", str(config.seed), "--image-size", str(config.image_size),
+             "--matched-coreset-ratio", str(config.matched_coreset_ratio),
+             "--peer-defaults-max-patches", limit(config.peer_defaults_max_patches)]
+    return shlex.join(args)

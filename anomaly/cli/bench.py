@@ -1,0 +1,84 @@
+"""``anomaly bench DATASETS_ROOT``: our detectors against anomalib's, in one run, on this machine.
+
+Writes ``bench.json``, ``bench.md``, ``accuracy.png`` and ``latency.png`` to ``--out``
+(keys documented in :mod:`anomaly.bench`). anomalib is optional: ``pip install .[peer]``
+(or a venv at ``.venv-peer``, or ``--peer-python``); without it only our side runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from anomaly.progress import enable_progress
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [name for value in values for name in value.split(",") if name]
+
+
+def _limit(value: str) -> int | None:
+    return None if value.lower() in ("0", "none", "all") else int(value)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="compare our detectors with anomalib's on MVTec-layout sets",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="a folder of MVTec-layout categories (or one category)")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="our detectors (default: patchcore padim)")
+    p.add_argument("--settings", nargs="+", metavar="SETTING", help="matched and/or defaults (default: both)")
+    p.add_argument("--categories", nargs="+", metavar="NAME",
+                   help="only these categories (folder name or dataset/category; default: all under ROOT)")
+    p.add_argument("--peer", default="anomalib", choices=["anomalib", "none"],
+                   help="system to compare with (default: anomalib, when installed)")
+    p.add_argument("--peer-python", help="interpreter that has anomalib (default: this one, then .venv-peer)")
+    p.add_argument("--ours-python", help="interpreter of our workers (default: the peer's, so both load the same "
+                                         "torch binaries; else this one)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder (default: runs/bench)")
+    p.add_argument("--max-train", type=_limit, default=100, metavar="N",
+                   help="at most N training images per set, seeded, both systems (default 100; 'all' = no limit)")
+    p.add_argument("--max-test", type=_limit, default=150, metavar="N",
+                   help="at most N test images per set, seeded and stratified (default 150; 'all' = no limit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=256, help="square model input of both systems (default 256)")
+    p.add_argument("--matched-coreset-ratio", type=float, default=0.01,
+                   help="PatchCore coreset ratio of the matched comparison (default 0.01)")
+    p.add_argument("--peer-defaults-max-patches", type=_limit, default=40_000, metavar="N",
+                   help="run anomalib's default PatchCore (10%% coreset) only where the training patches are at "
+                        "most N (default 40000; 'all' = everywhere: tens of minutes per large set)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from anomaly.bench import BenchConfig, run_bench
+    from anomaly.bench.protocol import BENCH_MODELS, SETTINGS
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    enable_progress(not args.quiet)
+    config = BenchConfig(
+        root=args.root,
+        out=args.out,
+        models=tuple(_names(args.models) or BENCH_MODELS),
+        settings=tuple(_names(args.settings) or SETTINGS),
+        categories=tuple(_names(args.categories) or ()),
+        peer=None if args.peer == "none" else args.peer,
+        peer_python=args.peer_python,
+        ours_python=args.ours_python,
+        max_train=args.max_train,
+        max_test=args.max_test,
+        seed=args.seed,
+        image_size=args.image_size,
+        matched_coreset_ratio=args.matched_coreset_ratio,
+        peer_defaults_max_patches=args.peer_defaults_max_patches,
+    )
+    doc = run_bench(config)
+    print((Path(args.out) / "bench.md").read_text())
+    failed = doc["summary"]["checks_failed"]
+    print(f"outputs in {args.out}: bench.json, bench.md, accuracy.png, latency.png"
+          + (f"; {len(failed)} check(s) below the issue's bars" if failed else ""), file=sys.stderr)
+    return 0

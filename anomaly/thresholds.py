@@ -1,0 +1,164 @@
+"""Move a model's thresholds without retraining: every move is a new, immutable version.
+
+The new version holds the same files as the one it comes from (same detector state, same
+hashes) and a manifest whose calibration carries the new thresholds, the figures they are
+expected to give (recomputed from the stored good-score sample and the stored
+synthetic-defect samples), and a ``history`` entry saying what moved, from where, and who
+asked. The old version is left untouched; production moves only when asked.
+
+Used by ``anomaly models set-threshold`` and by the service.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from anomaly.bundle import MANIFEST, read_manifest, verify_files
+from anomaly.calibration import NG_AT, calibrated_score, fit_tail, tail_quantile, threshold_figures
+from anomaly.errors import InvalidParameterError
+from anomaly.grading import check_rules
+from anomaly.store import ModelStore
+
+
+def recalibrate(
+    calibration: dict[str, Any],
+    *,
+    t_ng: float | None = None,
+    t_review: float | None = None,
+    target_frr: float | None = None,
+    review_rate: float | None = None,
+    pixel_threshold: float | None = None,
+    pixel_rate: float | None = None,
+    grading: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of a calibration with moved thresholds and refreshed expected figures.
+
+    Rates are turned into thresholds through the stored good sample's tail, as at training;
+    explicit thresholds win over rates. When only ``t_ng`` moves, ``t_review`` keeps its
+    value unless it would end above ``t_ng``.
+
+    Raises:
+        InvalidParameterError: nothing to change, a rate without a stored good sample, or
+            ``t_review > t_ng``.
+    """
+    if all(v is None for v in (t_ng, t_review, target_frr, review_rate, pixel_threshold, pixel_rate, grading)):
+        raise InvalidParameterError("nothing to change: give a threshold, a rate or grading rules")
+    cal = copy.deepcopy(calibration or {})
+    scores = cal.get("good_scores") or []
+    needs_sample = target_frr is not None or review_rate is not None
+    if needs_sample and len(scores) < 2:
+        raise InvalidParameterError("this model stores no good-score sample: give thresholds, not rates")
+    tail = cal.get("tail") or (fit_tail(scores) if len(scores) >= 2 else None)
+    frr = target_frr if target_frr is not None else cal.get("target_frr")
+    if target_frr is not None:
+        cal["target_frr"] = float(target_frr)
+        cal["t_ng"] = tail_quantile(scores, target_frr, tail)
+    if review_rate is not None:
+        if frr is None:
+            raise InvalidParameterError("a review rate needs a target false-reject rate")
+        cal["review_rate"] = float(review_rate)
+        cal["t_review"] = tail_quantile(scores, frr + review_rate, tail) if review_rate > 0 else cal["t_ng"]
+    if t_ng is not None:
+        cal["t_ng"] = float(t_ng)
+    if t_review is not None:
+        cal["t_review"] = float(t_review)
+    if cal.get("t_ng") is None:
+        raise InvalidParameterError("the model has no t_ng and none was given")
+    if t_review is None and review_rate is None and (cal.get("t_review") is None or cal["t_review"] > cal["t_ng"]):
+        cal["t_review"] = cal["t_ng"]
+    if cal["t_review"] > cal["t_ng"]:
+        raise InvalidParameterError(f"t_review ({cal['t_review']:g}) must not be above t_ng ({cal['t_ng']:g})")
+    if pixel_rate is not None:
+        maxima = cal.get("good_map_maxima") or []
+        if len(maxima) < 2:
+            raise InvalidParameterError("this model stores no good-map maxima: give a pixel threshold, not a rate")
+        cal["pixel_rate"] = float(pixel_rate)
+        cal["pixel_threshold"] = tail_quantile(maxima, pixel_rate, cal.get("pixel_tail"))
+    if pixel_threshold is not None:
+        cal["pixel_threshold"] = float(pixel_threshold)
+    if grading is not None:
+        cal["grading"] = check_rules(grading)
+    if len(scores) >= 2:
+        cal["expected"] = threshold_figures(cal)
+    cal.setdefault("scale", {"center": 0.0, "ng_at": NG_AT})
+    cal["scale"]["review_at"] = calibrated_score(cal["t_review"], cal)
+    if cal.get("detection"):
+        from anomaly.detection_estimate import detection_rates
+
+        cal["detection"].update(detection_rates(cal["detection"], cal, pixel_size_mm=cal.get("pixel_size_mm")))
+    return cal
+
+
+def set_thresholds(
+    store: ModelStore,
+    name: str,
+    version: int | None = None,
+    *,
+    t_ng: float | None = None,
+    t_review: float | None = None,
+    target_frr: float | None = None,
+    review_rate: float | None = None,
+    pixel_threshold: float | None = None,
+    pixel_rate: float | None = None,
+    grading: dict[str, Any] | None = None,
+    promote: bool = False,
+    changed_by: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Write a new version of ``name`` with moved thresholds; the source version is untouched.
+
+    Args:
+        store: The model store.
+        name: Model name.
+        version: Version to start from (default: production).
+        t_ng, t_review, pixel_threshold: New thresholds (raw score units).
+        target_frr, review_rate, pixel_rate: New rates, turned into thresholds by the
+            stored good sample (see :func:`recalibrate`).
+        grading: New region grading rules.
+        promote: Put the new version in production.
+        changed_by: Who asked (recorded).
+        reason: Why (recorded).
+
+    Returns:
+        The new version number.
+    """
+    source = store.path(name, version)
+    manifest = read_manifest(source)
+    verify_files(source, manifest)
+    old = manifest.get("calibration") or {}
+    new = recalibrate(old, t_ng=t_ng, t_review=t_review, target_frr=target_frr, review_rate=review_rate,
+                      pixel_threshold=pixel_threshold, pixel_rate=pixel_rate, grading=grading)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    change = {
+        "at": now,
+        "from_version": int(source.name),
+        "by": changed_by,
+        "reason": reason,
+        "asked": {k: v for k, v in {"t_ng": t_ng, "t_review": t_review, "target_frr": target_frr,
+                                    "review_rate": review_rate, "pixel_threshold": pixel_threshold,
+                                    "pixel_rate": pixel_rate, "grading": grading}.items() if v is not None},
+        "before": {k: old.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
+        "after": {k: new.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
+    }
+    new["history"] = list(old.get("history") or []) + [change]
+    updated = dict(manifest)
+    updated["calibration"] = new
+    updated["created"] = now
+    updated["notes"] = {**(manifest.get("notes") or {}), "parent_version": int(source.name),
+                        "change": "set-threshold"}
+
+    def write(target: Path) -> None:
+        target.mkdir(parents=True)
+        for rel in manifest.get("files") or {}:
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / rel, dest)
+        (target / MANIFEST).write_text(json.dumps(updated, indent=2))
+        verify_files(target, updated)
+
+    return store.add(name, write, promote=True if promote else False)

@@ -1,0 +1,133 @@
+"""The application factory: ``create_app(test_config=None)``.
+
+One blueprint for the JSON API (``/api/v1``), one for the web pages (``/``) and one for
+operations (``/healthz``, ``/readyz``, ``/metrics``); extensions are attached with
+``init_app``-style calls and kept in ``app.extensions``:
+
+=====================  =========================================================
+``anomaly_db``         :class:`service.db.Database` (engine, sessions, migrations)
+``anomaly_store``      :class:`anomaly.store.ModelStore`
+``anomaly_registry``   :class:`service.registry.ModelRegistry` (loaded bundles)
+``anomaly_archive``    :class:`service.archive.Archive`
+``anomaly_jobs``       :class:`service.jobs.TrainingJobs`
+``anomaly_metrics``    :class:`service.metrics.Metrics`
+``csrf``               Flask-WTF's ``CSRFProtect``
+=====================  =========================================================
+
+The instance folder is ``$ANOMALY_INSTANCE_PATH`` or Flask's default (``./instance``
+beside the source tree); it holds ``config.py``, the generated secret key and, by
+default, the SQLite database and the archive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sysconfig
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask, Response, g, request
+from flask_wtf.csrf import CSRFProtect
+
+from anomaly.store import ModelStore
+from service import api, ops, pages
+from service.archive import Archive
+from service.cli import register_commands
+from service.config import load_config
+from service.db import Database
+from service.errors import register_error_handlers
+from service.jobs import TrainingJobs
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def template_folder() -> str:
+    """The ``templates/`` folder: beside the source tree, or under ``<prefix>/share`` once installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates",
+                      Path(sysconfig.get_path("data")) / "share" / "anomaly-inspect" / "templates"):
+        if (candidate / "base.html").is_file():
+            return str(candidate)
+    return str(here.parent / "templates")
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | None = None) -> Flask:
+    """Build the application.
+
+    Args:
+        test_config: Settings that replace the instance file and the environment
+            (tests); ``INSTANCE_PATH`` in it moves the instance folder.
+        preload: Override ``PRELOAD_MODELS`` (``anomaly serve`` checks the configuration
+            in its own process without loading models).
+
+    Returns:
+        The configured Flask application, its database migrated and (unless
+        ``PRELOAD_MODELS`` is off) its production models loaded.
+    """
+    instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("ANOMALY_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None,
+                instance_relative_config=True, template_folder=template_folder(), static_folder="static")
+    load_config(app, test_config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    db = Database(app.config["DATABASE_URL"], schema=app.config.get("DATABASE_SCHEMA"))
+    db.migrate()
+    store = ModelStore(app.config["STORE"])
+    registry = ModelRegistry(store, max_loaded=int(app.config["MAX_LOADED_BUNDLES"]),
+                             warmup=bool(app.config["WARMUP"]))
+    app.extensions["anomaly_db"] = db
+    app.extensions["anomaly_store"] = store
+    app.extensions["anomaly_registry"] = registry
+    app.extensions["anomaly_archive"] = Archive(app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
+    app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]))
+    Metrics().init_app(app)
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.bp)  # the API checks the token itself, only for cookie-borne requests
+    csrf.exempt(ops.bp)
+
+    _request_ids(app)
+    _security_headers(app)
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+    app.register_blueprint(pages.bp)
+    register_commands(app)
+
+    if app.config["PRELOAD_MODELS"] if preload is None else preload:
+        registry.preload()
+    log.info("service ready: store %s, database %s, archive %s (%s)", store.root, db.display_url,
+             app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
+    return app
+
+
+def _request_ids(app: Flask) -> None:
+    @app.before_request
+    def _assign() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        return response
+
+
+def _security_headers(app: Flask) -> None:
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+                "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
+        return response

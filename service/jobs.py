@@ -1,0 +1,209 @@
+"""Background training: a new model version from uploaded good images.
+
+A job is a row in ``training_jobs``; the worker that accepted the upload trains in a
+thread of its own and writes the job's stage and progress to that row, so any worker can
+answer a poll. The images were decoded once in the request (a bad image fails the
+request, and no job is made); the job keeps their bytes in memory until it ends.
+
+A job whose worker died is reported as failed the next time it is read on that host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from anomaly.errors import AnomalyError
+from anomaly.store import ModelStore
+from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
+from service.errors import NotFoundError
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class TrainingRequest:
+    """What a job trains.
+
+    Attributes:
+        name: Model name (new or existing).
+        detector: Registry name of the detector.
+        params: Detector hyper-parameters.
+        images: Encoded good images.
+        target_frr: Wanted share of good parts judged NG (None: the training default).
+        seed: Seed of the cross-fitting split (saved in the manifest).
+        n_folds: Cross-fitting folds (None: the training default).
+        detection: Run the synthetic-defect detection estimate.
+        promote: Put the new version in production when done (the first version of a
+            model is not promoted unless asked: it is published from the onboard page).
+        client: Who asked.
+        extra_images: How many of ``images`` came from false-alarm feedback.
+    """
+
+    name: str
+    detector: str
+    params: dict[str, Any]
+    images: list[bytes]
+    target_frr: float | None
+    seed: int
+    promote: bool
+    client: str
+    extra_images: int = 0
+    n_folds: int | None = None
+    detection: bool = True
+
+
+def job_answer(job: TrainingJobRecord) -> dict[str, Any]:
+    """The JSON form of a job."""
+    return {
+        "job_id": job.id, "model": job.model_name, "detector": job.detector, "params": job.params,
+        "n_images": job.n_images, "promote": job.promote, "status": job.status, "stage": job.stage,
+        "progress": round(job.progress, 3), "message": job.message, "error_code": job.error_code,
+        "version": job.version, "created_at": iso(job.created_at), "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at), "client": job.client,
+    }
+
+
+class TrainingJobs:
+    """Runs training jobs in background threads of this worker.
+
+    Args:
+        db: Where job rows live.
+        store: Where new versions go.
+        max_workers: Jobs trained at once in this worker.
+    """
+
+    def __init__(self, db: Database, store: ModelStore, *, max_workers: int = 1) -> None:
+        self.db = db
+        self.store = store
+        self.host = socket.gethostname()[:255]
+        self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
+
+    def submit(self, req: TrainingRequest) -> dict[str, Any]:
+        """Record a queued job and start it; returns the job's JSON form."""
+        job = TrainingJobRecord(
+            id=new_id(), model_name=req.name, detector=req.detector, params=req.params, n_images=len(req.images),
+            promote=req.promote, status="queued", stage="queued", progress=0.0, created_at=utcnow(),
+            host=self.host, pid=os.getpid(), client=req.client,
+            message=(f"{req.extra_images} image(s) from false-alarm feedback added" if req.extra_images else None),
+        )
+        with self.db.session() as s:
+            s.add(job)
+        self._executor.submit(self._run, job.id, req)
+        return job_answer(job)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job's JSON form.
+
+        Raises:
+            NotFoundError: no such job.
+        """
+        with self.db.session() as s:
+            job = s.get(TrainingJobRecord, job_id[:36])
+            if job is None:
+                raise NotFoundError(f"no training job with id {job_id[:40]!r}")
+            if job.status in ACTIVE and job.host == self.host and not _alive(job.pid):
+                job.status, job.stage, job.finished_at = "failed", "failed", utcnow()
+                job.error_code, job.message = "worker_exited", "the worker process running this job exited"
+            return job_answer(job)
+
+    def list(self, *, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest jobs first."""
+        stmt = sa.select(TrainingJobRecord).order_by(TrainingJobRecord.created_at.desc()).limit(limit)
+        if model:
+            stmt = stmt.where(TrainingJobRecord.model_name == model)
+        with self.db.session() as s:
+            return [job_answer(j) for j in s.scalars(stmt).all()]
+
+    def active_for(self, name: str) -> bool:
+        """Whether a job for ``name`` is queued or running."""
+        with self.db.session() as s:
+            return s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
+                TrainingJobRecord.model_name == name, TrainingJobRecord.status.in_(ACTIVE))) > 0
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    # -- the job itself ----------------------------------------------------------------------
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self.db.session() as s:
+            s.execute(sa.update(TrainingJobRecord).where(TrainingJobRecord.id == job_id).values(**fields))
+
+    def _run(self, job_id: str, req: TrainingRequest) -> None:
+        from anomaly.bundle import save_bundle
+        from anomaly.training import train
+
+        start = time.perf_counter()
+        try:
+            self._update(job_id, status="running", stage="fitting", progress=0.1, started_at=utcnow())
+            options: dict[str, Any] = {"detection": req.detection}
+            if req.target_frr is not None:
+                options["target_frr"] = req.target_frr
+            if req.n_folds is not None:
+                options["n_folds"] = req.n_folds
+            model = train(req.detector, req.images, params=req.params, seed=req.seed,
+                          source="upload to the service", **options)
+            self._update(job_id, stage="saving", progress=0.9)
+            notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
+                     "fit_seconds": round(model.fit_seconds, 3), "feedback_images": req.extra_images}
+            version = self.store.add(
+                req.name,
+                lambda target: save_bundle(model.detector, target, training=model.training,
+                                           calibration=model.calibration, notes=notes),
+                promote=req.promote,
+            )
+            seconds = time.perf_counter() - start
+            self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
+                         finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s")
+            log.info("training job %s: %s version %s in %.1f s", job_id, req.name, version, seconds)
+        except AnomalyError as exc:
+            self._fail(job_id, exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - a job must end failed, never hang in "running"
+            log.exception("training job %s failed", job_id)
+            self._fail(job_id, "internal_error", "training failed unexpectedly; the server log has the details")
+        finally:
+            req.images.clear()
+
+    def _fail(self, job_id: str, code: str, message: str) -> None:
+        try:
+            self._update(job_id, status="failed", stage="failed", error_code=code, message=message,
+                         finished_at=utcnow())
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the failure of training job %s", job_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def feedback_training_images(db: Database, archive_root: str, name: str) -> list[bytes]:
+    """Archived images of this model's parts marked as false alarms (good parts, so trainable)."""
+    from service.archive import Archive
+    from service.db import FeedbackRecord, InspectionRecord
+
+    archive = Archive(archive_root, "all")
+    stmt = (sa.select(InspectionRecord.archive_path).join(FeedbackRecord)
+            .where(InspectionRecord.model_name == name, FeedbackRecord.kind == "false_alarm",
+                   InspectionRecord.archive_path.is_not(None)).distinct())
+    out: list[bytes] = []
+    with db.session() as s:
+        for rel in s.scalars(stmt).all():
+            path = archive.file(rel, "image")
+            if path is not None:
+                out.append(path.read_bytes())
+    return out

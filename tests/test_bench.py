@@ -1,0 +1,142 @@
+"""``anomaly bench`` end to end on a tiny generated dataset (ours always, anomalib when installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anomaly.bench.peer_anomalib import peer_python
+from anomaly.bench.protocol import model_settings, subsample_test, subsample_train
+from anomaly.cli.main import main
+from anomaly.datasets import Sample
+from tests.conftest import REPO, make_part
+
+TOP_KEYS = {"schema", "complete", "command", "started", "finished", "wall_seconds", "machine", "commit", "packages",
+            "peer", "protocol", "backbone_check", "results", "summary"}
+MACHINE_KEYS = {"cpu_count", "usable_cores", "cpu_model", "memory_gb", "platform", "python", "load_average",
+                "load_average_end"}
+RESULT_KEYS = {"category", "dataset", "model", "setting", "n_train_total", "n_fit", "n_test_total", "n_test",
+               "n_test_defective", "notes", "ours", "peer", "peer_skipped", "ratios", "checks"}
+FIGURE_KEYS = {"image_auroc", "pixel_auroc", "aupro", "pixel_metrics_note", "fit_seconds", "model_load_seconds", "latency_ms", "model_ms",
+               "decode_ms_p50", "preprocess_ms_p50", "backbone_ms_p50", "latency_over_backbone", "peak_rss_mb",
+               "fit_peak_rss_mb", "import_rss_mb", "peak_anon_mb", "fit_peak_anon_mb", "import_anon_mb", "bundle_mb", "bundle_backbone_mb", "bundle_holds_backbone",
+               "torch_threads", "params", "backbone", "training"}
+RATIO_KEYS = {"fit_seconds", "latency_p50", "latency_p90", "model_p50", "model_p90", "backbone_p50", "peak_rss_mb",
+              "peak_anon_mb", "bundle_mb", "image_auroc_delta", "pixel_auroc_delta", "aupro_delta"}
+SUMMARY_KEYS = {"checks_passed", "checks_failed", "checks_without_figures", "wall_seconds", "within_budget",
+                "budget_seconds"}
+OUTPUTS = ("bench.json", "bench.md", "accuracy.png", "latency.png")
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    """One MVTec-layout category: 8 good training parts, 3 good and 3 defective test parts with masks."""
+    root = tmp_path_factory.mktemp("bench-data")
+    cat = root / "plate"
+    rng = np.random.default_rng(0)
+    for folder in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (cat / folder).mkdir(parents=True)
+    for i in range(8):
+        cv2.imwrite(str(cat / "train/good" / f"{i:03d}.png"), make_part(rng))
+    for i in range(3):
+        cv2.imwrite(str(cat / "test/good" / f"{i:03d}.png"), make_part(rng))
+        bad = make_part(rng)
+        bad[30:42, 60:72] = 250
+        mask = np.zeros(bad.shape[:2], np.uint8)
+        mask[30:42, 60:72] = 255
+        cv2.imwrite(str(cat / "test/spot" / f"{i:03d}.jpg"), bad)
+        cv2.imwrite(str(cat / "ground_truth/spot" / f"{i:03d}_mask.png"), mask)
+    return root
+
+
+def _run(root: Path, out: Path, peer: str, models: tuple[str, ...]) -> dict:
+    code = main(["bench", str(root), "--out", str(out), "--peer", peer, "--models", *models, "--image-size", "64",
+                 "--max-train", "6", "--max-test", "all", "--quiet"])
+    assert code == 0
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("accuracy.png", "latency.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return json.loads((out / "bench.json").read_text())
+
+
+def _check_common(doc: dict, models: tuple[str, ...]) -> None:
+    assert TOP_KEYS <= set(doc)
+    assert doc["complete"] is True
+    assert MACHINE_KEYS <= set(doc["machine"])
+    assert {"sha", "dirty"} <= set(doc["commit"])
+    assert SUMMARY_KEYS <= set(doc["summary"])
+    assert doc["command"].startswith("anomaly bench ")
+    assert {(r["model"], r["setting"]) for r in doc["results"]} == {
+        (m, s) for m in models for s in ("matched", "defaults")}
+    for r in doc["results"]:
+        assert RESULT_KEYS <= set(r)
+        assert (r["n_fit"], r["n_train_total"], r["n_test"], r["n_test_defective"]) == (6, 8, 6, 3)
+        assert FIGURE_KEYS <= set(r["ours"])
+        assert r["ours"]["image_auroc"] > 0.9  # a bright square on a plain part
+        assert r["ours"]["pixel_auroc"] is not None and r["ours"]["aupro"] is not None
+        assert r["ours"]["latency_ms"]["p50"] > 0 and r["ours"]["backbone_ms_p50"] > 0
+
+
+@pytest.mark.slow
+def test_bench_ours_only(tiny_root, tmp_path):
+    # One model keeps this quick (each case starts fresh worker processes); every output
+    # and key is the same for the others, which the anomalib test below runs.
+    doc = _run(tiny_root, tmp_path / "out", "none", ("patchcore",))
+    _check_common(doc, ("patchcore",))
+    assert doc["peer"]["available"] is False and doc["backbone_check"] is None
+    for r in doc["results"]:
+        assert r["peer"] is None and r["ratios"] is None and r["peer_skipped"]
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert "## matched settings" in md and "## defaults settings" in md and "| plate | patchcore |" in md
+
+
+@pytest.mark.slow
+def test_bench_with_anomalib(tiny_root, tmp_path):
+    python, reason = peer_python(REPO)
+    if python is None:
+        pytest.skip(f"anomalib not available: {reason}")
+    doc = _run(tiny_root, tmp_path / "out", "anomalib", ("patchcore", "padim"))
+    _check_common(doc, ("patchcore", "padim"))
+    assert doc["peer"]["available"] is True and doc["peer"]["version"]
+    check = doc["backbone_check"]
+    assert check["identical"] and check["peer_layers"] == ["blocks.1", "blocks.2", "blocks.4"]
+    for r in doc["results"]:
+        assert FIGURE_KEYS <= set(r["peer"]), r["setting"]
+        assert RATIO_KEYS <= set(r["ratios"])
+        assert r["peer"]["image_auroc"] is not None
+    by_case = {(r["model"], r["setting"]): r for r in doc["results"]}
+    assert by_case[("padim", "defaults")]["peer"]["shared_with"] == "matched"
+    matched = by_case[("patchcore", "matched")]
+    assert matched["peer"]["backbone"]["layers"] == ["blocks.2", "blocks.4"]
+    assert matched["peer"]["backbone"]["weights_sha256"] == matched["ours"]["backbone"]["weights_sha256"]
+
+
+def test_subsampling_is_seeded_and_stratified():
+    paths = [f"{i:03d}.png" for i in range(50)]
+    assert subsample_train(paths, 10, 0) == subsample_train(paths, 10, 0)
+    assert subsample_train(paths, 10, 0) == sorted(subsample_train(paths, 10, 0))
+    assert subsample_train(paths, None, 0) == paths
+    samples = ([Sample(Path(f"g{i}"), 0, "good") for i in range(60)]
+               + [Sample(Path(f"c{i}"), 1, "crack") for i in range(30)]
+               + [Sample(Path(f"h{i}"), 1, "hole") for i in range(2)])
+    picked = subsample_test(samples, 20, 0)
+    assert len(picked) == 20
+    counts = {t: sum(s.defect_type == t for s in picked) for t in ("good", "crack", "hole")}
+    assert counts["good"] == 13 and counts["crack"] == 6 and counts["hole"] == 1
+    assert picked == subsample_test(samples, 20, 0)
+
+
+def test_matched_settings_agree_on_both_sides():
+    patchcore = {s.setting: s for s in model_settings("patchcore", matched_coreset_ratio=0.01)}
+    m = patchcore["matched"]
+    assert m.ours["coreset_ratio"] == m.peer["coreset_ratio"] == 0.01
+    assert m.ours["num_neighbors"] == m.peer["num_neighbors"]
+    assert list(m.ours["layers"]) == m.peer["layers"] and m.ours["image_size"] == m.peer["image_size"]
+    assert patchcore["defaults"].peer["coreset_ratio"] == 0.1
+    padim = {s.setting: s for s in model_settings("padim")}["matched"]
+    assert padim.ours["n_features"] == padim.peer["n_features"] and padim.ours["grid_stride"] == 4
