@@ -27,10 +27,11 @@ from alignment.registration import (
     COARSE_METHODS,
     MOTIONS,
     as_gray,
+    estimate_transform,
     refine_local,
-    register,
     to_unit_float,
     warp_to_image,
+    warp_to_template,
 )
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 from anomaly.imageio import ImageLike, as_image
@@ -163,7 +164,7 @@ def compare_to_reference(
         # needs no alignment: anything the image shows there is a deviation wherever it is.
         warped, matrix, quality = to_unit_float(gray), np.eye(3), float("nan")
     else:
-        reg = register(gray, reference_f, motion=motion, coarse=coarse, levels=levels, max_side=max_side)
+        reg = estimate_transform(gray, reference_f, motion=motion, coarse=coarse, levels=levels, max_side=max_side)
         if not reg.quality >= min_quality:
             raise AlignmentError(
                 f"part not found / could not align: correlation with the reference is {reg.quality:.3f}, "
@@ -174,11 +175,13 @@ def compare_to_reference(
                 f"part outside the field of view: only {reg.overlap:.0%} of the reference lies inside the image, "
                 f"at least {min_overlap:.0%} is required"
             )
-        warped, matrix, quality = reg.warped, reg.matrix, reg.quality
+        matrix, quality = reg.matrix, reg.quality
         if int(local_grid) > 0:
             # The maps go back to the image through the global transform alone: the local
             # field moves them by at most max_local_shift pixels.
             warped, _ = refine_local(gray, reference_f, matrix, grid=int(local_grid), max_shift=max_local_shift)
+        else:
+            warped = warp_to_template(gray, matrix, reference_f.shape)
     signed = tolerance_band_deviation(warped, reference_f, tolerance_px=tolerance_px, blur_sigma=blur_sigma)
     signed *= np.float32(1.0 / abs_tol)
     signed = warp_to_image(signed, matrix, gray.shape)

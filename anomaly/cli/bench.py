@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,10 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 def _limit(value: str) -> int | None:
     return None if value.lower() in ("0", "none", "all") else int(value)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         matched_coreset_ratio=args.matched_coreset_ratio,
         peer_defaults_max_patches=args.peer_defaults_max_patches,
     )
+    # A stopped run (SIGTERM) unwinds like Ctrl-C: workers are closed and the outputs so far
+    # written, with ``complete: false``.
+    signal.signal(signal.SIGTERM, _interrupt)
     doc = run_bench(config)
     print((Path(args.out) / "bench.md").read_text())
     failed = doc["summary"]["checks_failed"]

@@ -242,6 +242,8 @@ def train_gan(
     if ckpt_path is not None and ckpt_path.is_file():
         if _load_checkpoint(ckpt_path, run_id, gen, disc, opt_g, opt_d, rng, state):
             log.info("%s: resuming from %s at step %d (epoch %d)", settings.desc, ckpt_path, state.step, state.epoch)
+            # Judged with this run's patience, so a larger one continues a stopped run.
+            state.stopped_early = settings.patience is not None and state.bad_epochs >= settings.patience
     resumed_from = state.step
 
     n = train_x.shape[0]

@@ -96,11 +96,17 @@ _TERMS = ("latent", "reconstruction")
 class _AdversarialReconstruction(Detector):
     """What GANomaly and Skip-GANomaly share: data, training, scoring and persistence.
 
-    Subclasses define ``__init__`` (keyword-only parameters), ``_build`` and
-    ``_forward_terms``, and the objective for the training loop.
+    Subclasses define ``__init__`` (keyword-only parameters), ``_make_generator``,
+    ``_objective`` (the losses, for :func:`~anomaly.detectors.gan_training.train_gan`) and
+    ``_forward_terms`` (what scoring needs from the networks).
     """
 
-    _TRAINING_PARAMS: ClassVar[tuple[str, ...]] = ("max_epochs", "max_steps", "patience", "checkpoint_dir")
+    #: Parameters that do not change what a training step does: a checkpoint written under
+    #: other values of these is still resumed from (a larger budget continues a run).
+    _RESUMABLE_PARAMS: ClassVar[tuple[str, ...]] = (
+        "max_epochs", "max_steps", "patience", "checkpoint_dir", "image_score", "reconstruction_weight",
+        "smoothing_sigma",
+    )
     #: Name of the weight of the third generator loss (``w_enc`` or ``w_lat``).
     _third_weight: ClassVar[str] = ""
 
@@ -194,7 +200,7 @@ class _AdversarialReconstruction(Detector):
         train_x = data[torch.from_numpy(train_idx)]
         val_x = data[torch.from_numpy(val_idx)] if len(val_idx) else None
         self._build()
-        params = {k: v for k, v in self.get_params().items() if k not in self._TRAINING_PARAMS}
+        params = {k: v for k, v in self.get_params().items() if k not in self._RESUMABLE_PARAMS}
         run_id = fingerprint(self.name, sorted(params.items()), train_x, val_x)
         record = train_gan(self._objective(), train_x, val_x, self._settings(), run_id=run_id)
         self.generator_.eval()
