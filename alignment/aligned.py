@@ -16,7 +16,7 @@ Every image is scored on its own, against state learned at fit time only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import cv2
 import numpy as np
@@ -34,7 +34,7 @@ from alignment.registration import (
 )
 from alignment.template import build_template, quality_threshold
 from anomaly.bundle import load_arrays, save_arrays
-from anomaly.detectors.base import AnomalyResult, Detector, load_images
+from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters, load_images
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 from anomaly.imageio import ImageLike
 
@@ -43,20 +43,58 @@ _MIN_COVERAGE = 0.5  # pixels that fewer goods than this covered are not judged
 _IDENTITY = np.eye(3)
 
 
+@hyperparameters
 class AlignedDetector(Detector):
     """Base of :class:`~alignment.difference.DifferenceModel` and :class:`~alignment.gmm.PixelGMM`.
 
-    Subclasses declare every hyper-parameter in their own keyword-only ``__init__``
-    (the registry reads them from there) and implement :meth:`_fit_model`,
-    :meth:`_deviation`, :meth:`_model_arrays`, :meth:`_set_model_arrays` and, if they
-    have parameters of their own, :meth:`_check_model_params`.
+    Holds the hyper-parameters of registration, masking and the map, which every
+    classical model takes (below). Subclasses are declared with
+    :func:`~anomaly.detectors.base.hyperparameters` and add their own as annotated
+    class attributes (the keyword-only constructor, which the registry reads, then takes
+    both), and implement :meth:`_fit_model`, :meth:`_deviation`, :meth:`_model_arrays`,
+    :meth:`_set_model_arrays` and, if they have parameters of their own,
+    :meth:`_check_model_params`.
 
-    Shared hyper-parameters (see the subclasses for defaults): ``motion`` (a
-    registration motion or ``"none"``), ``coarse``, ``pyramid_levels``, ``max_side``,
-    ``reference_index``, ``refine_iterations``, ``quality_margin``, ``min_overlap``,
-    ``illumination``, ``color``, ``roi``, ``ignore_regions``, ``image_size``,
-    ``map_sigma``, ``random_state``.
+    Args:
+        motion: Registration model: ``"translation"``, ``"rigid"``, ``"similarity"``,
+            ``"affine"``, ``"homography"``, or ``"none"`` for images that are already
+            aligned (textures: there is nothing to align).
+        coarse: Initial estimate before ECC: ``"phase"``, ``"log_polar"``, ``"orb"``,
+            ``"akaze"`` or ``"none"`` (see :func:`alignment.registration.register`).
+        pyramid_levels: ECC pyramid levels.
+        max_side: Longest side of the finest ECC level (speed against precision).
+        reference_index: Good image the template starts from; ``None`` picks the one
+            closest to the median of the goods.
+        refine_iterations: Rounds of "align, average" refining the template.
+        quality_margin: An image whose alignment quality falls below ``1 - quality_margin
+            x (worst good's shortfall)`` raises :class:`~anomaly.errors.AlignmentError`.
+        min_overlap: Least fraction of the template that must lie inside the image.
+        illumination: ``"none"`` or ``"gain_offset"`` (undo a global change of light).
+        color: Model the three colour channels separately (for RGB images); otherwise gray.
+        roi: ``(x, y, width, height)`` to inspect, in template pixels; ``None`` = all.
+        ignore_regions: Rectangles ``(x, y, width, height)`` that vary legitimately.
+        image_size: ``None`` (images must all have the template's size) or a size
+            ``int`` / ``(height, width)`` every image is resized to first.
+        map_sigma: Gaussian smoothing of the anomaly map, in pixels (0 = none).
+        random_state: Seed of RANSAC sampling when ``coarse`` is a feature method (and of
+            whatever a subclass draws at random).
     """
+
+    motion: str = "rigid"
+    coarse: str = "phase"
+    pyramid_levels: int = 2
+    max_side: int = 256
+    reference_index: int | None = None
+    refine_iterations: int = 1
+    quality_margin: float = 10.0
+    min_overlap: float = 0.9
+    illumination: str = "none"
+    color: bool = False
+    roi: Sequence[int] | None = None
+    ignore_regions: Sequence[Sequence[int]] = ()
+    image_size: int | Sequence[int] | None = None
+    map_sigma: float = 1.0
+    random_state: int = 0
 
     # -- subclass hooks -------------------------------------------------------------------
     def _check_model_params(self) -> None:
@@ -83,7 +121,7 @@ class AlignedDetector(Detector):
     def _set_model_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    _model_array_names: tuple[str, ...] = ()
+    _model_array_names: ClassVar[tuple[str, ...]] = ()
 
     # -- parameters ------------------------------------------------------------------------
     def _validate_params(self) -> None:

@@ -29,12 +29,14 @@ from typing import Sequence
 import numpy as np
 
 from alignment.aligned import AlignedDetector
+from anomaly.detectors.base import hyperparameters
 from anomaly.errors import InvalidParameterError
 
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _CHUNK_VALUES = 8_000_000  # floats per statistics chunk: bounds the temporaries of median/std
 
 
+@hyperparameters
 class DifferenceModel(AlignedDetector):
     """Per-pixel variation model over registered good images (detector name ``difference``).
 
@@ -45,72 +47,18 @@ class DifferenceModel(AlignedDetector):
         abs_tol: Absolute tolerance, as a fraction of full scale (0.04 is about 10 gray
             levels of 255); one number, or ``[bright, dark]``.
         rel_tol: Tolerance in units of the per-pixel spread; one number or ``[bright, dark]``.
-        motion: Registration model: ``"translation"``, ``"rigid"``, ``"similarity"``,
-            ``"affine"``, ``"homography"``, or ``"none"`` for images that are already
-            aligned (textures: there is nothing to align).
-        coarse: Initial estimate before ECC: ``"phase"``, ``"log_polar"``, ``"orb"``,
-            ``"akaze"`` or ``"none"`` (see :func:`alignment.registration.register`).
-        pyramid_levels: ECC pyramid levels.
-        max_side: Longest side of the finest ECC level (speed against precision).
-        reference_index: Good image the template starts from; ``None`` picks the one
-            closest to the median of the goods.
-        refine_iterations: Rounds of "align, average" refining the template.
-        quality_margin: An image whose alignment quality falls below ``1 - quality_margin
-            x (worst good's shortfall)`` raises :class:`~anomaly.errors.AlignmentError`.
-        min_overlap: Least fraction of the template that must lie inside the image.
-        illumination: ``"none"`` or ``"gain_offset"`` (undo a global change of light).
-        color: Model the three colour channels separately (for RGB images); otherwise gray.
-        roi: ``(x, y, width, height)`` to inspect, in template pixels; ``None`` = all.
-        ignore_regions: Rectangles ``(x, y, width, height)`` that vary legitimately.
-        image_size: ``None`` (images must all have the template's size) or a size
-            ``int`` / ``(height, width)`` every image is resized to first.
-        map_sigma: Gaussian smoothing of the anomaly map, in pixels (0 = none).
-        random_state: Seed of RANSAC sampling when ``coarse`` is a feature method.
+        motion, coarse, pyramid_levels, max_side, reference_index, refine_iterations,
+        quality_margin, min_overlap, illumination, color, roi, ignore_regions,
+        image_size, map_sigma, random_state: Registration, masking and the map, as for
+            every classical model (see :class:`~alignment.aligned.AlignedDetector`).
     """
 
     name = "difference"
     _model_array_names = ("ideal", "spread")
 
-    def __init__(
-        self,
-        *,
-        statistic: str = "mean",
-        abs_tol: float | Sequence[float] = 0.04,
-        rel_tol: float | Sequence[float] = 3.0,
-        motion: str = "rigid",
-        coarse: str = "phase",
-        pyramid_levels: int = 2,
-        max_side: int = 256,
-        reference_index: int | None = None,
-        refine_iterations: int = 1,
-        quality_margin: float = 10.0,
-        min_overlap: float = 0.9,
-        illumination: str = "none",
-        color: bool = False,
-        roi: Sequence[int] | None = None,
-        ignore_regions: Sequence[Sequence[int]] = (),
-        image_size: int | Sequence[int] | None = None,
-        map_sigma: float = 1.0,
-        random_state: int = 0,
-    ) -> None:
-        self.statistic = statistic
-        self.abs_tol = abs_tol
-        self.rel_tol = rel_tol
-        self.motion = motion
-        self.coarse = coarse
-        self.pyramid_levels = pyramid_levels
-        self.max_side = max_side
-        self.reference_index = reference_index
-        self.refine_iterations = refine_iterations
-        self.quality_margin = quality_margin
-        self.min_overlap = min_overlap
-        self.illumination = illumination
-        self.color = color
-        self.roi = roi
-        self.ignore_regions = ignore_regions
-        self.image_size = image_size
-        self.map_sigma = map_sigma
-        self.random_state = random_state
+    statistic: str = "mean"
+    abs_tol: float | Sequence[float] = 0.04
+    rel_tol: float | Sequence[float] = 3.0
 
     def _check_model_params(self) -> None:
         if self.statistic not in ("mean", "robust"):

@@ -25,11 +25,11 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from alignment.aligned import AlignedDetector
+from anomaly.detectors.base import hyperparameters
 from anomaly.errors import InvalidParameterError
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -165,6 +165,7 @@ def _log_prob(x, x2, weights, means, variances):
     return out
 
 
+@hyperparameters
 class PixelGMM(AlignedDetector):
     """Per-pixel Gaussian mixture over registered good images (detector name ``gmm``).
 
@@ -176,7 +177,8 @@ class PixelGMM(AlignedDetector):
         tol: EM stops for a block of pixels when the mean log-likelihood gains less.
         motion, coarse, pyramid_levels, max_side, reference_index, refine_iterations,
         quality_margin, min_overlap, illumination, color, roi, ignore_regions,
-        image_size, map_sigma: As for :class:`~alignment.difference.DifferenceModel`.
+        image_size, map_sigma: Registration, masking and the map, as for every classical
+            model (see :class:`~alignment.aligned.AlignedDetector`).
         random_state: Seed of the per-pixel k-means++ initialisation (and of RANSAC for
             feature-based coarse registration).
     """
@@ -184,48 +186,10 @@ class PixelGMM(AlignedDetector):
     name = "gmm"
     _model_array_names = ("weights", "means", "variances")
 
-    def __init__(
-        self,
-        *,
-        n_components: int = 2,
-        std_floor: float = 0.02,
-        max_iter: int = 30,
-        tol: float = 1e-3,
-        motion: str = "rigid",
-        coarse: str = "phase",
-        pyramid_levels: int = 2,
-        max_side: int = 256,
-        reference_index: int | None = None,
-        refine_iterations: int = 1,
-        quality_margin: float = 10.0,
-        min_overlap: float = 0.9,
-        illumination: str = "none",
-        color: bool = False,
-        roi: Sequence[int] | None = None,
-        ignore_regions: Sequence[Sequence[int]] = (),
-        image_size: int | Sequence[int] | None = None,
-        map_sigma: float = 1.0,
-        random_state: int = 0,
-    ) -> None:
-        self.n_components = n_components
-        self.std_floor = std_floor
-        self.max_iter = max_iter
-        self.tol = tol
-        self.motion = motion
-        self.coarse = coarse
-        self.pyramid_levels = pyramid_levels
-        self.max_side = max_side
-        self.reference_index = reference_index
-        self.refine_iterations = refine_iterations
-        self.quality_margin = quality_margin
-        self.min_overlap = min_overlap
-        self.illumination = illumination
-        self.color = color
-        self.roi = roi
-        self.ignore_regions = ignore_regions
-        self.image_size = image_size
-        self.map_sigma = map_sigma
-        self.random_state = random_state
+    n_components: int = 2
+    std_floor: float = 0.02
+    max_iter: int = 30
+    tol: float = 1e-3
 
     def _check_model_params(self) -> None:
         if not 1 <= int(self.n_components) <= 8:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,31 @@ from anomaly.grading import check_rules
 from anomaly.store import ModelStore
 
 
-def recalibrate(
-    calibration: dict[str, Any],
-    *,
-    t_ng: float | None = None,
-    t_review: float | None = None,
-    target_frr: float | None = None,
-    review_rate: float | None = None,
-    pixel_threshold: float | None = None,
-    pixel_rate: float | None = None,
-    grading: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class ThresholdChange:
+    """What to move in a calibration; a field left ``None`` is not moved.
+
+    Attributes:
+        t_ng, t_review, pixel_threshold: New thresholds (raw score units).
+        target_frr, review_rate, pixel_rate: New rates, turned into thresholds by the
+            stored good sample (see :func:`recalibrate`).
+        grading: New region grading rules.
+    """
+
+    t_ng: float | None = None
+    t_review: float | None = None
+    target_frr: float | None = None
+    review_rate: float | None = None
+    pixel_threshold: float | None = None
+    pixel_rate: float | None = None
+    grading: dict[str, Any] | None = None
+
+    def asked(self) -> dict[str, Any]:
+        """The fields that were given (not ``None``), in declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def recalibrate(calibration: dict[str, Any], change: ThresholdChange) -> dict[str, Any]:
     """A copy of a calibration with moved thresholds and refreshed expected figures.
 
     Rates are turned into thresholds through the stored good sample's tail, as at training;
@@ -46,8 +61,11 @@ def recalibrate(
         InvalidParameterError: nothing to change, a rate without a stored good sample, or
             ``t_review > t_ng``.
     """
-    if all(v is None for v in (t_ng, t_review, target_frr, review_rate, pixel_threshold, pixel_rate, grading)):
+    if not change.asked():
         raise InvalidParameterError("nothing to change: give a threshold, a rate or grading rules")
+    t_ng, t_review, pixel_threshold = change.t_ng, change.t_review, change.pixel_threshold
+    target_frr, review_rate, pixel_rate = change.target_frr, change.review_rate, change.pixel_rate
+    grading = change.grading
     cal = copy.deepcopy(calibration or {})
     scores = cal.get("good_scores") or []
     needs_sample = target_frr is not None or review_rate is not None
@@ -99,13 +117,7 @@ def set_thresholds(
     name: str,
     version: int | None = None,
     *,
-    t_ng: float | None = None,
-    t_review: float | None = None,
-    target_frr: float | None = None,
-    review_rate: float | None = None,
-    pixel_threshold: float | None = None,
-    pixel_rate: float | None = None,
-    grading: dict[str, Any] | None = None,
+    change: ThresholdChange,
     promote: bool = False,
     changed_by: str | None = None,
     reason: str | None = None,
@@ -116,10 +128,7 @@ def set_thresholds(
         store: The model store.
         name: Model name.
         version: Version to start from (default: production).
-        t_ng, t_review, pixel_threshold: New thresholds (raw score units).
-        target_frr, review_rate, pixel_rate: New rates, turned into thresholds by the
-            stored good sample (see :func:`recalibrate`).
-        grading: New region grading rules.
+        change: What to move (thresholds, rates, grading rules).
         promote: Put the new version in production.
         changed_by: Who asked (recorded).
         reason: Why (recorded).
@@ -131,17 +140,14 @@ def set_thresholds(
     manifest = read_manifest(source)
     verify_files(source, manifest)
     old = manifest.get("calibration") or {}
-    new = recalibrate(old, t_ng=t_ng, t_review=t_review, target_frr=target_frr, review_rate=review_rate,
-                      pixel_threshold=pixel_threshold, pixel_rate=pixel_rate, grading=grading)
+    new = recalibrate(old, change)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     change = {
         "at": now,
         "from_version": int(source.name),
         "by": changed_by,
         "reason": reason,
-        "asked": {k: v for k, v in {"t_ng": t_ng, "t_review": t_review, "target_frr": target_frr,
-                                    "review_rate": review_rate, "pixel_threshold": pixel_threshold,
-                                    "pixel_rate": pixel_rate, "grading": grading}.items() if v is not None},
+        "asked": change.asked(),
         "before": {k: old.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
         "after": {k: new.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
     }

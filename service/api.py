@@ -202,7 +202,7 @@ _THRESHOLD_FIELDS = ("t_ng", "t_review", "target_frr", "review_rate", "pixel_thr
 @require("admin")
 def move_thresholds(name: str) -> tuple[Response, int]:
     """Move thresholds without retraining: writes a new version (the source stays as it was)."""
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     name = _checked_name(name)
     body = _json_or_form()
@@ -230,8 +230,8 @@ def move_thresholds(name: str) -> tuple[Response, int]:
     promote_now = parse_bool(body.get("promote"), field="promote")
     store = _store()
     source = _registry().resolve_version(name, version)
-    new_version = set_thresholds(store, name, source, grading=grading, promote=promote_now,
-                                 changed_by=current_principal().name, reason=reason, **values)
+    new_version = set_thresholds(store, name, source, change=ThresholdChange(grading=grading, **values),
+                                 promote=promote_now, changed_by=current_principal().name, reason=reason)
     calibration = store.manifest(name, new_version).get("calibration") or {}
     current_app.logger.info("model %s: thresholds moved from version %s to new version %s by %s", name, source,
                             new_version, current_principal().name)

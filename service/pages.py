@@ -241,7 +241,7 @@ def rollback_form(name: str) -> BaseResponse:
 @bp.post("/models/<name>/<int:version>/thresholds")
 def thresholds_form(name: str, version: int) -> BaseResponse:
     """Move a version's thresholds from its page: a new version is written."""
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     check_role("admin")
     values: dict[str, float | None] = {}
@@ -252,9 +252,9 @@ def thresholds_form(name: str, version: int) -> BaseResponse:
         except ValueError:
             raise BadRequestError(f"{field} must be a number") from None
     source = current_app.extensions["anomaly_registry"].resolve_version(name, version)
-    new_version = set_thresholds(_store(), name, source, promote=request.form.get("promote") == "on",
-                                 changed_by=current_principal().name, reason=request.form.get("reason") or None,
-                                 **values)
+    new_version = set_thresholds(_store(), name, source, change=ThresholdChange(**values),
+                                 promote=request.form.get("promote") == "on",
+                                 changed_by=current_principal().name, reason=request.form.get("reason") or None)
     flash(f"Thresholds moved: {name} version {new_version} written from version {source}.")
     return redirect(url_for("pages.version_page", name=name, version=new_version))
 

@@ -310,7 +310,7 @@ def test_promotion_by_another_process_is_seen(store, tmp_path, part_png):
     import shutil
 
     from anomaly.store import ModelStore
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     root = tmp_path / "store"
     shutil.copytree(store, root)
@@ -318,7 +318,8 @@ def test_promotion_by_another_process_is_seen(store, tmp_path, part_png):
     client = app.test_client()
     assert client.post("/api/v1/models/tiny/score", data=part_png,
                        content_type="image/png").get_json()["model"]["version"] == 1
-    set_thresholds(ModelStore(root), "tiny", 1, t_ng=1e9, t_review=1e9, promote=True)  # like `anomaly models`
+    set_thresholds(ModelStore(root), "tiny", 1, change=ThresholdChange(t_ng=1e9, t_review=1e9),
+                   promote=True)  # like `anomaly models`
     assert client.post("/api/v1/models/tiny/score", data=part_png,
                        content_type="image/png").get_json()["model"]["version"] == 2
 

@@ -71,12 +71,13 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 def test_moving_a_threshold_writes_a_new_version_and_leaves_the_old_untouched(stored):
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     store, v1 = stored
     before = _digest(store.path("part", v1))
     old = store.manifest("part", v1)["calibration"]
-    v2 = set_thresholds(store, "part", v1, t_ng=old["t_ng"] * 1.5, changed_by="qa", reason="too many rejects")
+    v2 = set_thresholds(store, "part", v1, change=ThresholdChange(t_ng=old["t_ng"] * 1.5), changed_by="qa",
+                        reason="too many rejects")
     assert v2 == v1 + 1
     assert _digest(store.path("part", v1)) == before
     assert store.manifest("part", v1)["calibration"] == old
@@ -93,11 +94,12 @@ def test_moving_a_threshold_writes_a_new_version_and_leaves_the_old_untouched(st
 
 
 def test_rates_are_turned_into_thresholds_through_the_stored_sample(stored):
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     store, v1 = stored
     old = store.manifest("part", v1)["calibration"]
-    v2 = set_thresholds(store, "part", target_frr=0.05, review_rate=0.1, pixel_rate=0.2, promote=True)
+    v2 = set_thresholds(store, "part", change=ThresholdChange(target_frr=0.05, review_rate=0.1, pixel_rate=0.2),
+                        promote=True)
     new = store.manifest("part", v2)["calibration"]
     assert new["t_ng"] < old["t_ng"] and new["t_review"] < new["t_ng"]
     assert new["expected"]["frr"] == pytest.approx(0.05, rel=1e-6)
@@ -107,16 +109,16 @@ def test_rates_are_turned_into_thresholds_through_the_stored_sample(stored):
 
 
 def test_bad_moves_are_refused_and_write_nothing(stored):
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     store, v1 = stored
     t_ng = store.manifest("part", v1)["calibration"]["t_ng"]
     with pytest.raises(InvalidParameterError, match="t_review"):
-        set_thresholds(store, "part", t_review=t_ng + 1.0)
+        set_thresholds(store, "part", change=ThresholdChange(t_review=t_ng + 1.0))
     with pytest.raises(InvalidParameterError, match="nothing to change"):
-        set_thresholds(store, "part")
+        set_thresholds(store, "part", change=ThresholdChange())
     with pytest.raises(InvalidParameterError, match="unknown grading"):
-        set_thresholds(store, "part", grading={"ng_if": {}})
+        set_thresholds(store, "part", change=ThresholdChange(grading={"ng_if": {}}))
     assert store.versions("part") == [v1]
 
 
@@ -132,14 +134,14 @@ def test_cli_set_threshold(stored, capsys):
 
 def test_inspect_reports_measured_regions_and_graded_verdicts(stored, test_parts):
     from anomaly.inspect import inspect
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     store, v1 = stored
     images, mask = test_parts
     # Thresholds on this stand-in's own scale: a pasted 12 x 12 square is far above both.
-    v2 = set_thresholds(store, "part", v1, t_ng=0.3, t_review=0.2, pixel_threshold=0.3,
-                        grading={"min_area_px": 20, "ng_if_any": {"area_px": 10_000},
-                                 "score_ng_without_ng_region": "REVIEW"})
+    grading = {"min_area_px": 20, "ng_if_any": {"area_px": 10_000}, "score_ng_without_ng_region": "REVIEW"}
+    change = ThresholdChange(t_ng=0.3, t_review=0.2, pixel_threshold=0.3, grading=grading)
+    v2 = set_thresholds(store, "part", v1, change=change)
     good, bad = inspect(store.load("part", v2), [images[0], images[4]])
     assert good.verdict == "GOOD" and good.regions == []
     assert bad.score_verdict == "NG" and bad.verdict == "REVIEW"  # only regions smaller than the NG rule

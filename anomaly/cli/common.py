@@ -4,10 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from anomaly.progress import enable_progress
 from anomaly.store import ModelStore, default_store_root
+
+
+def start_console(quiet: bool) -> None:
+    """Log messages (warnings only when ``quiet``) and progress bars (none when ``quiet``)."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    enable_progress(not quiet)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--backbone``, ``--image-size`` and ``--param`` (read by :func:`model_params`)."""
+    parser.add_argument("--model", "-m", default="patchcore", help="detector name (default: patchcore)")
+    parser.add_argument("--backbone", help="timm backbone for deep detectors (default: the detector's)")
+    parser.add_argument("--image-size", type=int, help="model input size in pixels")
+    parser.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                        help="any detector parameter (JSON value)")
+
+
+def model_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The detector parameters given by the options of :func:`add_model_options`."""
+    params = parse_params(args.param)
+    if args.backbone:
+        params["backbone"] = args.backbone
+    if args.image_size:
+        params["image_size"] = args.image_size
+    return params
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:

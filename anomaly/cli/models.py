@@ -79,13 +79,14 @@ def run_rollback(args: argparse.Namespace) -> int:
 
 
 def run_set_threshold(args: argparse.Namespace) -> int:
-    from anomaly.thresholds import set_thresholds
+    from anomaly.thresholds import ThresholdChange, set_thresholds
 
     store = _store(args)
-    version = set_thresholds(store, args.name, args.version, t_ng=args.t_ng, t_review=args.t_review,
-                             target_frr=args.target_frr, review_rate=args.review_rate,
-                             pixel_threshold=args.pixel_threshold, pixel_rate=args.pixel_rate,
-                             grading=args.grading, promote=args.promote, changed_by=_user(), reason=args.reason)
+    change = ThresholdChange(t_ng=args.t_ng, t_review=args.t_review, target_frr=args.target_frr,
+                             review_rate=args.review_rate, pixel_threshold=args.pixel_threshold,
+                             pixel_rate=args.pixel_rate, grading=args.grading)
+    version = set_thresholds(store, args.name, args.version, change=change, promote=args.promote,
+                             changed_by=_user(), reason=args.reason)
     cal = store.manifest(args.name, version)["calibration"]
     print_json({"name": args.name, "version": version, "parent_version": cal["history"][-1]["from_version"],
                 "production": store.production(args.name), "t_review": cal["t_review"], "t_ng": cal["t_ng"],

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
-from anomaly.cli.common import add_store_option, open_store, parse_params, print_json
-from anomaly.progress import enable_progress
+from anomaly.cli.common import add_model_options, add_store_option, model_params, open_store, print_json, start_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("images", type=Path, help="folder of good images, or an MVTec category (uses train/good)")
     p.add_argument("--name", "-n", required=True, help="model name in the store")
-    p.add_argument("--model", "-m", default="patchcore", help="detector name (default: patchcore)")
-    p.add_argument("--backbone", help="timm backbone for deep detectors")
-    p.add_argument("--image-size", type=int, help="model input size in pixels")
-    p.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", help="any detector parameter (JSON value)")
+    add_model_options(p)
     add_calibration_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitting folds and synthetic defects")
     p.add_argument("--promote", action="store_true", help="mark the new version for production")
@@ -50,16 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from anomaly.datasets import good_images
     from anomaly.training import train
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    enable_progress(not args.quiet)
-    params = parse_params(args.param)
-    if args.backbone:
-        params["backbone"] = args.backbone
-    if args.image_size:
-        params["image_size"] = args.image_size
+    start_console(args.quiet)
     paths = good_images(args.images)
-    model = train(args.model, paths, params=params, target_frr=args.target_frr, review_rate=args.review_rate,
-                  pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed, source=str(args.images),
+    model = train(args.model, paths, params=model_params(args), target_frr=args.target_frr,
+                  review_rate=args.review_rate, pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed,
+                  source=str(args.images),
                   pixel_size_mm=args.pixel_size_mm, grading=args.grading,
                   detection=not args.no_detection_estimate, holdout_fraction=args.holdout)
     store = open_store(args)

@@ -16,7 +16,7 @@ sensor noise. Defects (``test/<type>``), the classical fool-proofing faults:
 
 Masks are exact, as for :mod:`anomaly.demo.product`: a defective board is rendered twice
 from the same random draws, with and without the fault, and the mask is where the two
-differ by at least :data:`MASK_LEVEL` grey levels.
+differ by at least :data:`~anomaly.demo.dataset.MASK_LEVEL` grey levels.
 
 Run ``python -m anomaly.demo.assembly OUT_DIR [--seed S]`` to write the set.
 """
@@ -25,29 +25,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
+from anomaly.demo.dataset import add_set_options, exact_defect, is_int, write_set
 from anomaly.errors import InvalidParameterError
-from anomaly.imageio import write_png
 
 #: Defect folders of the test split, in the order they are written.
 DEFECT_TYPES = ("missing", "swapped", "rotated")
 
-#: A pixel belongs to a defect's mask when the defect changes it by at least this many
-#: grey levels (of 255) before noise and quantisation.
-MASK_LEVEL = 2.0
-
 _SUPERSAMPLE = 2
 _SHIFT_BITS = 4  # sub-pixel precision of OpenCV's polygon drawing
 _BOARD_FRACTION = 0.82  # board side / image side
-_SPLIT_CODES = {"train": 0, "test_good": 1, "test_defect": 2}
 
 _BOARD = (38, 112, 64)
 _PAD = (196, 196, 188)
@@ -114,25 +107,17 @@ def generate_assembly(
     noise: float = 0.0,
     seed: int = 0,
 ) -> Path:
-    """Write the assembly product in MVTec layout.
+    """Write the assembly product in MVTec layout (see :func:`anomaly.demo.dataset.write_set`).
 
-    Layout under ``<out_dir>/<category>``: ``train/good/NNN.png``, ``test/good/NNN.png``,
-    ``test/<type>/NNN.png`` for each of :data:`DEFECT_TYPES`, and
-    ``ground_truth/<type>/NNN_mask.png`` (uint8 0/255). Images are RGB uint8 PNGs of
-    ``size x size``. Existing ``train``, ``test`` and ``ground_truth`` folders of the
-    category are replaced. Every image has its own generator, seeded by ``seed``, its
-    split, defect type and index, so the set is identical on every run.
+    Images are RGB uint8 PNGs of ``size x size``, defects of :data:`DEFECT_TYPES`. Every
+    image has its own generator, so the set is identical on every run.
 
     Args:
-        out_dir: Folder that receives the category folder.
-        category: Name of the category folder.
-        n_train: Good training images.
-        n_test_good: Good test images.
-        n_test_per_defect: Test images per defect type.
+        out_dir, category, n_train, n_test_good, n_test_per_defect, seed: Where and how
+            many, as for :func:`~anomaly.demo.dataset.write_set`.
         size: Image width and height in pixels (64 to 1024).
         noise: Sensor noise, standard deviation in grey levels. The default 0 keeps a
             256 x 256 PNG near 30 kB (noise does not compress: 1.2 levels triple it).
-        seed: Seed of the whole set.
 
     Returns:
         The category folder.
@@ -141,35 +126,15 @@ def generate_assembly(
         InvalidParameterError: a negative count, a size out of range, or a category
             that is not a plain folder name.
     """
-    for name, value in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect)):
-        if not _is_int(value) or value < 0:
-            raise InvalidParameterError(f"{name} must be a non-negative integer, got {value!r}")
-    if not _is_int(size) or not 64 <= size <= 1024:
+    if not is_int(size) or not 64 <= size <= 1024:
         raise InvalidParameterError(f"size must be an integer from 64 to 1024 pixels, got {size!r}")
     if not float(noise) >= 0:
         raise InvalidParameterError(f"noise must be >= 0 grey levels, got {noise!r}")
-    if not category or Path(category).name != category or category in (".", ".."):
-        raise InvalidParameterError(f"category must be a plain folder name, got {category!r}")
-    root = Path(out_dir) / category
-    for part in ("train", "test", "ground_truth"):
-        shutil.rmtree(root / part, ignore_errors=True)
-    (root / "train" / "good").mkdir(parents=True)
-    (root / "test" / "good").mkdir(parents=True)
-    for kind in DEFECT_TYPES:
-        (root / "test" / kind).mkdir(parents=True)
-        (root / "ground_truth" / kind).mkdir(parents=True)
-    for i in range(n_train):
-        image = render_good(size, _image_rng(seed, "train", i), noise=noise)
-        write_png(root / "train" / "good" / f"{i:03d}.png", image)
-    for i in range(n_test_good):
-        image = render_good(size, _image_rng(seed, "test_good", i), noise=noise)
-        write_png(root / "test" / "good" / f"{i:03d}.png", image)
-    for k, kind in enumerate(DEFECT_TYPES):
-        for i in range(n_test_per_defect):
-            image, mask = render_defective(size, kind, _image_rng(seed, "test_defect", k, i), noise=noise)
-            write_png(root / "test" / kind / f"{i:03d}.png", image)
-            write_png(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
-    return root
+    return write_set(out_dir, category=category, defect_types=DEFECT_TYPES, n_train=n_train,
+                     n_test_good=n_test_good, n_test_per_defect=n_test_per_defect, seed=seed,
+                     render_good=lambda rng: render_good(size, rng, noise=noise),
+                     render_defective=lambda kind, rng: render_defective(size, kind, rng, noise=noise),
+                     desc="assembly product")
 
 
 def render_good(size: int, rng: np.random.Generator, *, noise: float = 0.0) -> np.ndarray:
@@ -208,11 +173,7 @@ def render_defective(
         raise InvalidParameterError(f"unknown defect type {kind!r}; expected one of {', '.join(DEFECT_TYPES)}")
     pose = _draw_pose(size, rng)
     faulty = apply_fault(LAYOUT, kind, rng)
-    good = _render(size, LAYOUT, pose)
-    bad = _render(size, faulty, pose)
-    change = np.abs(bad - good).max(axis=2) * 255.0
-    mask = ndimage.binary_fill_holes(change >= MASK_LEVEL)
-    composed = np.where(mask[:, :, None], bad, good)
+    composed, mask = exact_defect(_render(size, LAYOUT, pose), _render(size, faulty, pose))
     return _finish(composed, pose, noise), mask
 
 
@@ -262,14 +223,6 @@ def apply_fault(layout: tuple[Component, ...], kind: str, rng: np.random.Generat
 
 
 # --------------------------------------------------------------------------- drawing
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _image_rng(seed: int, split: str, *index: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), _SPLIT_CODES[split], *map(int, index)])
 
 
 def _draw_pose(size: int, rng: np.random.Generator) -> _Pose:
@@ -427,13 +380,7 @@ def _finish(image: np.ndarray, pose: _Pose, noise: float) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """``python -m anomaly.demo.assembly OUT_DIR [--seed S]``: write the assembly product."""
     parser = argparse.ArgumentParser(prog="python -m anomaly.demo.assembly", description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path, help="folder that receives the category folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole set (default 0)")
-    parser.add_argument("--category", default="assembly", help="category folder name (default assembly)")
-    parser.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    parser.add_argument("--n-train", type=int, default=30, help="good training images (default 30)")
-    parser.add_argument("--n-test-good", type=int, default=8, help="good test images (default 8)")
-    parser.add_argument("--n-test-per-defect", type=int, default=5, help="images per defect type (default 5)")
+    add_set_options(parser, category="assembly", n_train=30, n_test_good=8)
     parser.add_argument("--noise", type=float, default=0.0, help="sensor noise in grey levels (default 0)")
     args = parser.parse_args(argv)
     root = generate_assembly(args.out_dir, category=args.category, n_train=args.n_train,

@@ -27,7 +27,7 @@ Defects (``test/<type>``), drawn in part coordinates so that they move with the 
 
 Ground-truth masks are exact: a defective image is rendered twice from the same random
 draws, with and without the defect, the mask is where the two differ by at least
-:data:`MASK_LEVEL` grey levels (holes filled), and outside the mask the image is the
+:data:`~anomaly.demo.dataset.MASK_LEVEL` grey levels (holes filled), and outside the mask the image is the
 defect-free rendering, so nothing changes where the mask is 0.
 
 Run ``python -m anomaly.demo.product OUT_DIR [--seed S]`` to write the set.
@@ -37,29 +37,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
+from anomaly.demo.dataset import add_set_options, exact_defect, is_int, write_set
 from anomaly.errors import InvalidParameterError
-from anomaly.imageio import write_png
-from anomaly.progress import enable_progress, progress
+from anomaly.progress import enable_progress
 
 #: Defect folders of the test split, in the order they are written.
 DEFECT_TYPES = ("scratch", "stain", "dent", "missing_hole", "particle")
 
-#: A pixel belongs to a defect's mask when the defect changes it by at least this many
-#: grey levels (of 255) before quantisation.
-MASK_LEVEL = 2.0
-
 _SUPERSAMPLE = 2  # geometry is rendered at twice the output size, then area-averaged
 _THICKNESS = 5.0  # plate thickness in output pixels; sets the chamfer and shadow geometry
-_SPLIT_CODES = {"train": 0, "test_good": 1, "test_defect": 2}
 _ALU = np.array([0.74, 0.76, 0.79], dtype=np.float32)  # slightly cool aluminium albedo
 _FIXTURE = np.array([0.20, 0.215, 0.235], dtype=np.float32)  # dark anodised fixture plate
 _MARKING = "BR-204"
@@ -107,26 +100,17 @@ def generate_product(
     size: int = 256,
     seed: int = 0,
 ) -> Path:
-    """Write the demo product in MVTec layout.
+    """Write the demo product in MVTec layout (see :func:`anomaly.demo.dataset.write_set`).
 
-    Layout under ``<out_dir>/<category>``: ``train/good/NNN.png``, ``test/good/NNN.png``,
-    ``test/<type>/NNN.png`` for each of :data:`DEFECT_TYPES`, and
-    ``ground_truth/<type>/NNN_mask.png`` (uint8 0/255, one channel). Images are RGB
-    uint8 PNGs of ``size x size``. Existing ``train``, ``test`` and ``ground_truth``
-    folders of the category are replaced, so a re-run leaves no stale files.
-
-    Every image draws from its own generator, seeded by ``seed``, its split, its defect
-    type and its index, so the bytes are identical on every run with the same arguments
-    on the same machine, and changing one count does not change the other images.
+    Images are RGB uint8 PNGs of ``size x size``, defects of :data:`DEFECT_TYPES`. Every
+    image draws from its own generator, so the bytes are identical on every run with the
+    same arguments on the same machine, and changing one count does not change the other
+    images.
 
     Args:
-        out_dir: Folder that receives the category folder.
-        category: Name of the category folder.
-        n_train: Good training images.
-        n_test_good: Good test images.
-        n_test_per_defect: Test images per defect type.
+        out_dir, category, n_train, n_test_good, n_test_per_defect, seed: Where and how
+            many, as for :func:`~anomaly.demo.dataset.write_set`.
         size: Image width and height in pixels (at least 64).
-        seed: Seed of the whole set.
 
     Returns:
         The category folder ``<out_dir>/<category>``.
@@ -135,39 +119,12 @@ def generate_product(
         InvalidParameterError: a count is negative, ``size`` is below 64 or the category
             name is not a plain folder name.
     """
-    for name, value in (("n_train", n_train), ("n_test_good", n_test_good),
-                        ("n_test_per_defect", n_test_per_defect)):
-        if not _is_int(value) or value < 0:
-            raise InvalidParameterError(f"{name} must be a non-negative integer, got {value!r}")
-    if not _is_int(size) or size < 64:
+    if not is_int(size) or size < 64:
         raise InvalidParameterError(f"size must be an integer of at least 64 pixels, got {size!r}")
-    if not category or Path(category).name != category or category in (".", ".."):
-        raise InvalidParameterError(f"category must be a plain folder name, got {category!r}")
-
-    root = Path(out_dir) / category
-    for part in ("train", "test", "ground_truth"):
-        shutil.rmtree(root / part, ignore_errors=True)
-    good_train = root / "train" / "good"
-    good_test = root / "test" / "good"
-    good_train.mkdir(parents=True)
-    good_test.mkdir(parents=True)
-
-    for kind in DEFECT_TYPES:
-        (root / "test" / kind).mkdir(parents=True)
-        (root / "ground_truth" / kind).mkdir(parents=True)
-
-    jobs = [("train", None, i) for i in range(n_train)] + [("test_good", None, i) for i in range(n_test_good)]
-    jobs += [("test_defect", kind, i) for kind in DEFECT_TYPES for i in range(n_test_per_defect)]
-    for split, kind, i in progress(jobs, desc="demo product", total=len(jobs)):
-        if kind is None:
-            folder = good_train if split == "train" else good_test
-            write_png(folder / f"{i:03d}.png", render_good(size, _image_rng(seed, split, i)))
-            continue
-        rng = _image_rng(seed, split, DEFECT_TYPES.index(kind), i)
-        image, mask = render_defective(size, kind, rng)
-        write_png(root / "test" / kind / f"{i:03d}.png", image)
-        write_png(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
-    return root
+    return write_set(out_dir, category=category, defect_types=DEFECT_TYPES, n_train=n_train,
+                     n_test_good=n_test_good, n_test_per_defect=n_test_per_defect, seed=seed,
+                     render_good=lambda rng: render_good(size, rng),
+                     render_defective=lambda kind, rng: render_defective(size, kind, rng), desc="demo product")
 
 
 def render_good(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -203,24 +160,11 @@ def render_defective(size: int, kind: str, rng: np.random.Generator) -> tuple[np
         raise InvalidParameterError(f"unknown defect type {kind!r}; expected one of {', '.join(DEFECT_TYPES)}")
     sample = _draw_sample(size, rng)
     defect = _draw_defect(kind, size / 256.0, rng)
-    good = _render(size, sample, None)
-    bad = _render(size, sample, defect)
-    change = np.abs(bad - good).max(axis=2) * 255.0
-    mask = ndimage.binary_fill_holes(change >= MASK_LEVEL)
-    # Below MASK_LEVEL the defect's fading rim is not annotated, so it is not drawn either.
-    composed = np.where(mask[:, :, None], bad, good)
+    composed, mask = exact_defect(_render(size, sample, None), _render(size, sample, defect))
     return _quantise(composed), mask
 
 
 # --------------------------------------------------------------------------- random draws
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _image_rng(seed: int, split: str, *index: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), _SPLIT_CODES[split], *map(int, index)])
 
 
 def _draw_sample(size: int, rng: np.random.Generator) -> _Sample:
@@ -507,13 +451,7 @@ def _quantise(image: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     """``python -m anomaly.demo.product OUT_DIR [--seed S]``: write the demo product."""
     parser = argparse.ArgumentParser(prog="python -m anomaly.demo.product", description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path, help="folder that receives the category folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the whole set (default 0)")
-    parser.add_argument("--category", default="bracket", help="category folder name (default bracket)")
-    parser.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    parser.add_argument("--n-train", type=int, default=60, help="good training images (default 60)")
-    parser.add_argument("--n-test-good", type=int, default=12, help="good test images (default 12)")
-    parser.add_argument("--n-test-per-defect", type=int, default=5, help="images per defect type (default 5)")
+    add_set_options(parser, category="bracket", n_train=60, n_test_good=12)
     args = parser.parse_args(argv)
     enable_progress(True)
     root = generate_product(args.out_dir, category=args.category, n_train=args.n_train,

@@ -13,10 +13,11 @@ torch state dicts) and returns a small JSON-able dict; ``_load_state`` reads it 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
 
@@ -50,11 +51,28 @@ class AnomalyResult:
         return len(self.scores)
 
 
+_DetectorT = TypeVar("_DetectorT", bound="Detector")
+
+
+def hyperparameters(cls: type[_DetectorT]) -> type[_DetectorT]:
+    """Class decorator: a keyword-only ``__init__`` that stores the class's hyper-parameters.
+
+    For detectors that share hyper-parameters through a base class. Each class declares
+    its own as annotated class attributes with defaults; a subclass adds its own and may
+    redeclare an inherited one to change its default. :mod:`dataclasses` writes the
+    constructor, which stores every value unchanged (validation stays in ``fit``); the
+    detector keeps identity equality, hashing and :meth:`Detector.__repr__`. Non-parameter
+    class attributes must be annotated ``ClassVar`` (or not annotated).
+    """
+    return dataclasses.dataclass(kw_only=True, eq=False, repr=False)(cls)
+
+
 class Detector(abc.ABC):
     """Base class of every anomaly detector.
 
     Subclasses set ``name``, take keyword-only hyper-parameters in ``__init__`` (stored
-    as attributes of the same names), and implement ``_fit``, ``_score`` and the state
+    as attributes of the same names; written by hand, or by :func:`hyperparameters`
+    where a base class shares them), and implement ``_fit``, ``_score`` and the state
     hooks.
     """
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -59,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.bundle import load_arrays, save_arrays
-from anomaly.detectors.base import AnomalyResult, Detector
+from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters
 from anomaly.detectors.gan_training import (
     FLIPS,
     TrainingRecord,
@@ -93,13 +94,40 @@ MIN_STAT_IMAGES = 5
 _TERMS = ("latent", "reconstruction")
 
 
+@hyperparameters
 class _AdversarialReconstruction(Detector):
-    """What GANomaly and Skip-GANomaly share: data, training, scoring and persistence.
+    """What GANomaly and Skip-GANomaly share: parameters, data, training, scoring and persistence.
 
-    Subclasses define ``__init__`` (keyword-only parameters), ``_make_generator``,
+    The hyper-parameters both take are declared here (documented in :class:`GANomaly`);
+    ``w_con`` and ``image_score`` have no default here, each model gives its paper's.
+    Subclasses are declared with :func:`~anomaly.detectors.base.hyperparameters`, add
+    their own parameters (the third loss weight, ...) and define ``_make_generator``,
     ``_objective`` (the losses, for :func:`~anomaly.detectors.gan_training.train_gan`) and
     ``_forward_terms`` (what scoring needs from the networks).
     """
+
+    image_size: int | Sequence[int] = 128
+    resize: str = "stretch"
+    roi: Sequence[int] | None = None
+    n_features: int = 32
+    latent_dim: int = 100
+    w_adv: float = 1.0
+    w_con: float
+    lr: float = 0.0002
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 16
+    max_epochs: int = 15
+    max_steps: int | None = None
+    patience: int | None = 5
+    validation_fraction: float = 0.1
+    shift: int = 4
+    flip: str = "none"
+    image_score: str
+    reconstruction_weight: float = 0.9
+    smoothing_sigma: float = 2.0
+    checkpoint_dir: str | None = None
+    random_state: int = 0
 
     #: Parameters that do not change what a training step does: a checkpoint written under
     #: other values of these is still resumed from (a larger budget continues a run).
@@ -348,18 +376,30 @@ def smooth_map(error: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-class _GanomalyObjective:
-    """GANomaly's generator losses (feature matching, contextual L1, latent L2)."""
+@dataclass(eq=False)
+class _AdversarialObjective:
+    """The networks and loss weights an objective for :func:`~anomaly.detectors.gan_training.train_gan` holds.
 
-    loss_names = ("adversarial", "contextual", "encoder")
+    Subclasses add the weight of their third loss and define ``loss_names``,
+    ``generator_loss`` and ``validation_loss``.
+    """
 
-    def __init__(self, generator: GanomalyGenerator, discriminator: Discriminator, w_adv: float, w_con: float,
-                 w_enc: float) -> None:
-        self.generator, self.discriminator = generator, discriminator
-        self.w_adv, self.w_con, self.w_enc = w_adv, w_con, w_enc
+    generator: torch.nn.Module
+    discriminator: Discriminator
+    w_adv: float
+    w_con: float
 
     def generator_forward(self, x: torch.Tensor):
         return self.generator(x)
+
+
+@dataclass(eq=False)
+class _GanomalyObjective(_AdversarialObjective):
+    """GANomaly's generator losses (feature matching, contextual L1, latent L2)."""
+
+    loss_names: ClassVar[tuple[str, ...]] = ("adversarial", "contextual", "encoder")
+
+    w_enc: float
 
     def generator_loss(self, x: torch.Tensor):
         x_hat, z, z_hat = self.generator(x)
@@ -378,6 +418,7 @@ class _GanomalyObjective:
         return self.w_con * con + self.w_enc * enc
 
 
+@hyperparameters
 class GANomaly(_AdversarialReconstruction):
     """GANomaly (Akcay et al., ACCV 2018): encoder-decoder-encoder generator, latent score.
 
@@ -421,56 +462,9 @@ class GANomaly(_AdversarialReconstruction):
     name = "ganomaly"
     _third_weight = "w_enc"
 
-    def __init__(
-        self,
-        *,
-        image_size: int | Sequence[int] = 128,
-        resize: str = "stretch",
-        roi: Sequence[int] | None = None,
-        n_features: int = 32,
-        latent_dim: int = 100,
-        w_adv: float = 1.0,
-        w_con: float = 50.0,
-        w_enc: float = 1.0,
-        lr: float = 0.0002,
-        beta1: float = 0.5,
-        beta2: float = 0.999,
-        batch_size: int = 16,
-        max_epochs: int = 15,
-        max_steps: int | None = None,
-        patience: int | None = 5,
-        validation_fraction: float = 0.1,
-        shift: int = 4,
-        flip: str = "none",
-        image_score: str = "latent",
-        reconstruction_weight: float = 0.9,
-        smoothing_sigma: float = 2.0,
-        checkpoint_dir: str | None = None,
-        random_state: int = 0,
-    ) -> None:
-        self.image_size = image_size
-        self.resize = resize
-        self.roi = roi
-        self.n_features = n_features
-        self.latent_dim = latent_dim
-        self.w_adv = w_adv
-        self.w_con = w_con
-        self.w_enc = w_enc
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.max_steps = max_steps
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.shift = shift
-        self.flip = flip
-        self.image_score = image_score
-        self.reconstruction_weight = reconstruction_weight
-        self.smoothing_sigma = smoothing_sigma
-        self.checkpoint_dir = checkpoint_dir
-        self.random_state = random_state
+    w_con: float = 50.0
+    w_enc: float = 1.0
+    image_score: str = "latent"
 
     def _make_generator(self, size):
         return GanomalyGenerator(size, 3, int(self.n_features), int(self.latent_dim))
@@ -484,18 +478,13 @@ class GANomaly(_AdversarialReconstruction):
         return (x_hat - x).abs().mean(1), (z_hat - z).pow(2).flatten(1).mean(1)
 
 
-class _SkipGanomalyObjective:
+@dataclass(eq=False)
+class _SkipGanomalyObjective(_AdversarialObjective):
     """Skip-GANomaly's generator losses (adversarial BCE, contextual L1, latent L2 on D features)."""
 
-    loss_names = ("adversarial", "contextual", "latent")
+    loss_names: ClassVar[tuple[str, ...]] = ("adversarial", "contextual", "latent")
 
-    def __init__(self, generator: UNetGenerator, discriminator: Discriminator, w_adv: float, w_con: float,
-                 w_lat: float) -> None:
-        self.generator, self.discriminator = generator, discriminator
-        self.w_adv, self.w_con, self.w_lat = w_adv, w_con, w_lat
-
-    def generator_forward(self, x: torch.Tensor):
-        return self.generator(x)
+    w_lat: float
 
     def generator_loss(self, x: torch.Tensor):
         x_hat = self.generator(x)
@@ -515,6 +504,7 @@ class _SkipGanomalyObjective:
         return self.w_con * (self.generator(x) - x).abs().flatten(1).mean(1)
 
 
+@hyperparameters
 class SkipGANomaly(_AdversarialReconstruction):
     """Skip-GANomaly (Akcay et al., IJCNN 2019): U-Net generator, combined score.
 
@@ -536,58 +526,10 @@ class SkipGANomaly(_AdversarialReconstruction):
     name = "skip-ganomaly"
     _third_weight = "w_lat"
 
-    def __init__(
-        self,
-        *,
-        image_size: int | Sequence[int] = 128,
-        resize: str = "stretch",
-        roi: Sequence[int] | None = None,
-        n_features: int = 32,
-        latent_dim: int = 100,
-        skip_from: int = 3,
-        w_adv: float = 1.0,
-        w_con: float = 40.0,
-        w_lat: float = 1.0,
-        lr: float = 0.0002,
-        beta1: float = 0.5,
-        beta2: float = 0.999,
-        batch_size: int = 16,
-        max_epochs: int = 15,
-        max_steps: int | None = None,
-        patience: int | None = 5,
-        validation_fraction: float = 0.1,
-        shift: int = 4,
-        flip: str = "none",
-        image_score: str = "combined",
-        reconstruction_weight: float = 0.9,
-        smoothing_sigma: float = 2.0,
-        checkpoint_dir: str | None = None,
-        random_state: int = 0,
-    ) -> None:
-        self.image_size = image_size
-        self.resize = resize
-        self.roi = roi
-        self.n_features = n_features
-        self.latent_dim = latent_dim
-        self.skip_from = skip_from
-        self.w_adv = w_adv
-        self.w_con = w_con
-        self.w_lat = w_lat
-        self.lr = lr
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.max_steps = max_steps
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.shift = shift
-        self.flip = flip
-        self.image_score = image_score
-        self.reconstruction_weight = reconstruction_weight
-        self.smoothing_sigma = smoothing_sigma
-        self.checkpoint_dir = checkpoint_dir
-        self.random_state = random_state
+    skip_from: int = 3
+    w_con: float = 40.0
+    w_lat: float = 1.0
+    image_score: str = "combined"
 
     def _validate_params(self) -> None:
         super()._validate_params()
