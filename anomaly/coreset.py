@@ -68,13 +68,22 @@ def greedy_kcenter(
 
 
 class StreamingCoreset:
-    """Greedy k-center over a stream of patch features with bounded memory.
+    """Greedy k-center over a stream of patch features with bounded memory and time.
+
+    Merge and reduce: every ``chunk_size`` patches are reduced to a chunk coreset of
+    ``min(oversample * ratio * chunk, oversample * max_size)`` rows; whenever the kept
+    chunk coresets together outgrow a chunk and the cap ``oversample * max_size``, they
+    are reduced again to that cap. The final greedy selection runs over what is kept.
+    Greedy k-center coresets compose this way with a bounded loss in coverage (Indyk et
+    al., PODS 2014). Small chunks are what make it fast: one greedy step reads the whole
+    chunk, and a chunk of 20,000 projected patches (10 MB) stays in the CPU's cache, where
+    a step costs a tenth of what it costs on a 60,000-patch chunk.
 
     Args:
         ratio: Fraction of all patches to keep.
         max_size: Upper bound on the final bank size (caps scoring cost and memory).
         chunk_size: Patches buffered before a chunk is reduced.
-        oversample: Chunk coresets keep ``oversample * ratio`` of their chunk.
+        oversample: Chunk coresets keep ``oversample`` times what the bank needs of them.
         projection_dim: Dimension of the random projection used for distances.
         random_state: Seed for the projection and the first centres.
     """
@@ -84,8 +93,8 @@ class StreamingCoreset:
         *,
         ratio: float,
         max_size: int,
-        chunk_size: int = 60_000,
-        oversample: float = 3.0,
+        chunk_size: int = 20_000,
+        oversample: float = 2.0,
         projection_dim: int = 128,
         random_state: int = 0,
     ) -> None:
@@ -93,6 +102,8 @@ class StreamingCoreset:
             raise InvalidParameterError(f"coreset ratio must be in (0, 1], got {ratio}")
         if max_size < 1:
             raise InvalidParameterError(f"max bank size must be >= 1, got {max_size}")
+        if chunk_size < 1 or oversample < 1.0:
+            raise InvalidParameterError(f"chunk_size must be >= 1 and oversample >= 1, got {chunk_size}, {oversample}")
         self.ratio = ratio
         self.max_size = int(max_size)
         self.chunk_size = int(chunk_size)
@@ -104,7 +115,12 @@ class StreamingCoreset:
         self._buffered = 0
         self._kept: list[np.ndarray] = []
         self._projection: np.ndarray | None = None
-        self._chunks = 0
+        self._reductions = 0
+
+    @property
+    def cap(self) -> int:
+        """Most rows the kept coresets are reduced to: ``oversample * max_size``."""
+        return math.ceil(self.max_size * self.oversample)
 
     def add(self, features: np.ndarray) -> None:
         """Add ``(n, d)`` float32 patch features."""
@@ -113,37 +129,58 @@ class StreamingCoreset:
         self.seen += features.shape[0]
         self._buffer.append(np.ascontiguousarray(features, dtype=np.float32))
         self._buffered += features.shape[0]
-        if self._buffered >= self.chunk_size:
-            self._reduce_buffer()
+        while self._buffered >= self.chunk_size:
+            chunk = np.concatenate(self._buffer, axis=0)
+            rest = chunk[self.chunk_size :]
+            self._buffer = [rest] if len(rest) else []
+            self._buffered = len(rest)
+            self._kept.append(self._reduce(chunk[: self.chunk_size], self._chunk_keep(self.chunk_size)))
+            kept = sum(len(k) for k in self._kept)
+            if kept > max(self.chunk_size, self.cap):
+                self._kept = [self._reduce(np.concatenate(self._kept, axis=0), self.cap)]
 
     def target_size(self) -> int:
         return int(min(self.max_size, max(1, math.ceil(self.ratio * self.seen))))
 
-    def finalize(self) -> np.ndarray:
-        """The selected bank ``(m, d)`` float32, with ``m = min(max_size, ceil(ratio * seen))``."""
+    def pool(self) -> np.ndarray:
+        """Everything kept so far, reduced to at most :attr:`cap` rows, ``(m, d)``.
+
+        Pools of several streams (say, the folds of a cross-fit) can be concatenated and
+        selected from with :meth:`select`: coresets compose.
+        """
         if self.seen == 0:
             raise InvalidParameterError("no features were added to the coreset")
-        pool_parts = self._kept + self._buffer
-        pool = np.concatenate(pool_parts, axis=0) if len(pool_parts) > 1 else pool_parts[0]
-        self._buffer, self._kept, self._buffered = [], [], 0
-        idx = greedy_kcenter(pool, self.target_size(), random_state=self.random_state, projection=self._projection)
+        parts = list(self._kept)
+        if self._buffer:
+            rest = np.concatenate(self._buffer, axis=0)
+            parts.append(self._reduce(rest, self._chunk_keep(len(rest))) if parts else rest)
+        pool = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        return self._reduce(pool, self.cap) if len(pool) > self.cap else pool
+
+    def select(self, pool: np.ndarray, n_select: int, random_state: int | None = None) -> np.ndarray:
+        """The greedy k-center selection of ``n_select`` rows of ``pool``, with this stream's projection."""
+        seed = self.random_state if random_state is None else int(random_state)
+        idx = greedy_kcenter(pool, n_select, random_state=seed, projection=self._projection)
         return np.ascontiguousarray(pool[idx])
+
+    def finalize(self) -> np.ndarray:
+        """The selected bank ``(m, d)`` float32, with ``m = min(max_size, ceil(ratio * seen))``."""
+        pool = self.pool()
+        self._buffer, self._kept, self._buffered = [], [], 0
+        return self.select(pool, self.target_size())
 
     def memory_estimate_mb(self, n_patches: int, dim: int) -> tuple[float, float]:
         """(MB to hold every patch at once, MB this streaming selection holds at most)."""
         whole = n_patches * dim * 4 / 1e6
-        kept = min(n_patches, math.ceil(self.ratio * self.oversample * n_patches)) * dim * 4 / 1e6
-        bounded = min(whole, self.chunk_size * dim * 4 * 2 / 1e6 + kept)
+        kept = min(n_patches, math.ceil(self.ratio * self.oversample * n_patches), self.cap + self.chunk_size)
+        bounded = min(whole, (self.chunk_size * 2 + kept) * dim * 4 / 1e6)
         return whole, bounded
 
-    def _reduce_buffer(self) -> None:
-        chunk = np.concatenate(self._buffer, axis=0)
-        self._buffer, self._buffered = [], 0
-        keep = max(1, math.ceil(self.ratio * self.oversample * chunk.shape[0]))
-        # Never keep more than the final bank could use from one chunk, times the oversampling.
-        keep = min(keep, math.ceil(self.max_size * self.oversample))
-        idx = greedy_kcenter(
-            chunk, keep, random_state=self.random_state + 1 + self._chunks, projection=self._projection
-        )
-        self._chunks += 1
-        self._kept.append(np.ascontiguousarray(chunk[idx]))
+    def _chunk_keep(self, n: int) -> int:
+        return max(1, min(math.ceil(self.ratio * self.oversample * n), self.cap))
+
+    def _reduce(self, x: np.ndarray, keep: int) -> np.ndarray:
+        self._reductions += 1
+        if keep >= len(x):
+            return x
+        return self.select(x, keep, self.random_state + self._reductions)

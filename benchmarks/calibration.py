@@ -18,6 +18,9 @@ Usage::
     .venv/bin/python benchmarks/calibration.py --out bench-out            # every set
     .venv/bin/python benchmarks/calibration.py --sets hazelnut grid       # some
     .venv/bin/python benchmarks/calibration.py --timing --timing-only     # the time figure
+    .venv/bin/python benchmarks/calibration.py --reports benchmarks/results/foundation
+        # the table from the PatchCore reports benchmarks/foundation.py wrote (the same
+        # evaluation: `anomaly eval` calibrates for a 1 % false-reject rate by default)
 
 deeppcb's 901 training images are cut to a seeded 200 by default (``--limit-train``).
 """
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-frr", type=float, default=0.01)
     p.add_argument("--no-detection-estimate", action="store_true")
     p.add_argument("--out", type=Path, help="write one JSON report per set here")
+    p.add_argument("--reports", type=Path,
+                   help="read the PatchCore eval reports (*patchcore.json) in this folder instead of evaluating")
     p.add_argument("--timing", action="store_true", help="also measure calibration time against fit time")
     p.add_argument("--timing-only", action="store_true")
     p.add_argument("--timing-images", type=int, default=200)
@@ -166,8 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         key, value = item.split("=", 1)
         limits[key] = int(value)
 
-    reports = [] if args.timing_only else run_sets(args.root, args.sets, limits, args.out,
-                                                   not args.no_detection_estimate, args.target_frr)
+    if args.reports:
+        reports = [json.loads(f.read_text()) for f in sorted(args.reports.glob("*patchcore.json"))]
+        if args.sets:
+            reports = [r for r in reports
+                       if any(n in f"{Path(r['dataset']).parent.name}/{r['category']}" for n in args.sets)]
+        if not reports:
+            p.error(f"no *patchcore.json report in {args.reports}")
+        args.target_frr = reports[0]["thresholds"].get("target_frr", args.target_frr)
+    elif args.timing_only:
+        reports = []
+    else:
+        reports = run_sets(args.root, args.sets, limits, args.out, not args.no_detection_estimate, args.target_frr)
     if reports:
         print(f"\nPatchCore defaults, thresholds from train/good only (cross-fitted, 5 folds), "
               f"target false-reject rate {args.target_frr:.0%}:\n")

@@ -47,3 +47,26 @@ def test_bank_cap_and_bad_ratio():
     assert stream.finalize().shape == (10, 4)
     with pytest.raises(InvalidParameterError):
         StreamingCoreset(ratio=0.0, max_size=10)
+
+
+def test_merge_and_reduce_bounds_the_pool_and_keeps_coverage():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20_000, 16)).astype(np.float32)
+    stream = StreamingCoreset(ratio=0.5, max_size=50, chunk_size=500, oversample=2.0, projection_dim=0)
+    for part in np.array_split(x, 40):
+        stream.add(part)
+        kept = sum(len(k) for k in stream._kept)
+        assert kept <= max(stream.chunk_size, stream.cap) + stream.cap
+    pool = stream.pool()
+    assert len(pool) <= stream.cap
+    bank = stream.select(pool, 50)
+    one_shot = x[greedy_kcenter(x, 50, random_state=0)]
+    assert _coverage(x, bank) <= 1.5 * _coverage(x, one_shot)
+
+
+def test_uncapped_stream_keeps_its_ratio():
+    x = np.random.default_rng(5).normal(size=(5000, 8)).astype(np.float32)
+    stream = StreamingCoreset(ratio=0.02, max_size=10**9, chunk_size=1000, oversample=1.0, projection_dim=0)
+    for part in np.array_split(x, 7):
+        stream.add(part)
+    assert stream.finalize().shape == (100, 8)

@@ -4,7 +4,8 @@ Two comparisons per model:
 
 * ``matched``: the same backbone weights, layers, input size (stretch to a square) and
   normalisation on both sides, and the same model settings: coreset ratio and neighbours
-  for PatchCore (and no cap on our bank, so both banks have ``ratio * patches`` rows);
+  for PatchCore (and no cap on our bank, so both banks have ``ratio * patches`` rows; all
+  channels of both layers, as anomalib concatenates them);
   layers, channel subset size and feature grid (the finest layer's, stride 4) for PaDiM.
   Both sides fit with batches of 16.
 * ``defaults``: what each side gives a user who changes nothing but the backbone (which the
@@ -107,6 +108,8 @@ def model_settings(
             "max_bank_size": 1_000_000_000,
             "num_neighbors": ANOMALIB_NEIGHBOURS,
             "patch_size": 3,
+            # anomalib concatenates the layers' channels as they come.
+            "channels_per_layer": None,
             "batch_size": 16,
         }
         peer_base = {"model": "patchcore", "layers": list(PATCHCORE_LAYERS), "image_size": size,

@@ -60,6 +60,12 @@ class BackboneDetector(Detector):
         self._backbone_offsets = meta.get("backbone_offsets")
         self._extractor = None
 
+    @property
+    def _channels_per_layer(self) -> int | None:
+        """Channel cap per layer (see :func:`anomaly.features.patches.pool_channels`), if the detector has one."""
+        value = getattr(self, "channels_per_layer", None)
+        return None if value is None else int(value)
+
     def _batches(self, images: Sequence[ImageLike]) -> Iterator[Sequence[ImageLike]]:
         step = int(self.batch_size)
         for start in range(0, len(images), step):
@@ -84,5 +90,6 @@ class BackboneDetector(Detector):
         with torch.inference_mode():
             layers = ext(batch)
             feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
-                              out_stride=self.feature_stride, grid=self.feature_grid)
+                              out_stride=self.feature_stride, grid=self.feature_grid,
+                              channels_per_layer=self._channels_per_layer)
         return feats, placements

@@ -52,6 +52,21 @@ def resample(
     return F.grid_sample(feat, sample.to(feat.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def pool_channels(feat: torch.Tensor, channels: int) -> torch.Tensor:
+    """Adaptive average pooling over the channel axis, ``(N, C, h, w) -> (N, min(C, channels), h, w)``.
+
+    PatchCore reduces its patch features the same way (Roth et al. 2022, section 3.1: adaptive
+    average pooling to a target dimension). Done per layer, it also gives every layer about
+    the same weight in the Euclidean patch distance: concatenated as they come, a deeper
+    layer with three times the channels dominates it.
+    """
+    n, c, h, w = feat.shape
+    if channels >= c:
+        return feat
+    flat = feat.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)
+    return F.adaptive_avg_pool1d(flat, channels).reshape(n, h, w, channels).permute(0, 3, 1, 2)
+
+
 def aggregate(
     layers: Sequence[torch.Tensor],
     strides: Sequence[int],
@@ -60,6 +75,7 @@ def aggregate(
     patch_size: int = 3,
     out_stride: int,
     grid: tuple[int, int],
+    channels_per_layer: int | None = None,
 ) -> torch.Tensor:
     """Locally aggregate and concatenate multi-layer features on one grid.
 
@@ -72,13 +88,19 @@ def aggregate(
         patch_size: Neighbourhood size of the local average (1 = none).
         out_stride: Stride of the output grid.
         grid: Output ``(h, w)``.
+        channels_per_layer: Average each layer's channels down to at most this many
+            (see :func:`pool_channels`); ``None`` keeps them all.
 
     Returns:
-        ``(N, sum C_l, h, w)`` float32 tensor, cell ``(i, j)`` centred on input pixel
-        ``(out_stride * i, out_stride * j)``.
+        ``(N, sum C'_l, h, w)`` float32 tensor, cell ``(i, j)`` centred on input pixel
+        ``(out_stride * i, out_stride * j)``; ``C'_l = min(C_l, channels_per_layer)``.
     """
     out = []
     for feat, stride, offset in zip(layers, strides, offsets):
+        if channels_per_layer is not None:
+            # Averaging channels commutes with the spatial averages below: do it first,
+            # on the layer's own (coarser) grid, where it is cheapest.
+            feat = pool_channels(feat, int(channels_per_layer))
         if patch_size > 1:
             feat = F.avg_pool2d(feat, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
         out.append(resample(feat, int(stride), offset, int(out_stride), grid))
