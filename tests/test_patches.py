@@ -50,3 +50,22 @@ def test_resample_puts_cells_at_their_measured_centres():
 def test_patchcore_rejects_a_bad_channel_cap():
     with pytest.raises(InvalidParameterError, match="channels_per_layer"):
         create_detector("patchcore", {"channels_per_layer": 0}).fit([np.zeros((32, 32), np.uint8)] * 2)
+
+
+def test_patchcore_grid_stride_must_be_a_multiple_of_the_finest_layer():
+    with pytest.raises(InvalidParameterError, match="grid_stride"):
+        create_detector("patchcore", {"grid_stride": 12, "image_size": 64}).fit([np.zeros((64, 64), np.uint8)] * 2)
+
+
+def test_patchcore_on_a_coarser_grid_scores_and_maps_at_full_size():
+    rng = np.random.default_rng(0)
+    goods = [rng.integers(100, 120, (64, 64), dtype=np.uint8) for _ in range(3)]
+    det = create_detector("patchcore", {"grid_stride": 16, "image_size": 64}).fit(goods)
+    assert det.feature_grid == (4, 4)
+    bad = goods[0].copy()
+    bad[40:56, 8:24] = 255
+    result = det.score([goods[1], bad])
+    assert result.maps[1].shape == (64, 64)
+    assert result.scores[1] > result.scores[0]
+    y, x = np.unravel_index(np.argmax(result.maps[1]), (64, 64))
+    assert 32 <= y < 64 and 0 <= x < 32
