@@ -110,6 +110,8 @@ def model_settings(
             "patch_size": 3,
             # anomalib concatenates the layers' channels as they come.
             "channels_per_layer": None,
+            # anomalib searches every stride-8 patch.
+            "grid_stride": None,
             "batch_size": 16,
         }
         peer_base = {"model": "patchcore", "layers": list(PATCHCORE_LAYERS), "image_size": size,
