@@ -23,7 +23,7 @@ fewer false rejects, never more.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ from anomaly.detectors.base import AnomalyResult, Detector
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import InvalidParameterError
 from anomaly.imageio import ImageLike
+from anomaly.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,36 @@ def shrink_map(amap: np.ndarray, max_side: int | None) -> np.ndarray:
     f = max_side / max(amap.shape)
     size = (max(1, int(round(amap.shape[1] * f))), max(1, int(round(amap.shape[0] * f))))
     return cv2.resize(amap, size, interpolation=cv2.INTER_NEAREST)
+
+
+def score_out_of_fold(
+    images: Sequence[ImageLike],
+    folds: np.ndarray,
+    fold_model: Callable[[int, np.ndarray], Detector],
+    max_map_side: int | None,
+    desc: str = "out-of-fold scores",
+) -> AnomalyResult:
+    """Score every image with the model of its fold.
+
+    Args:
+        images: The images, in the order of ``folds``.
+        folds: ``(n,)`` fold of each image (:func:`assign_folds`).
+        fold_model: ``fold_model(j, inside)`` returns a fitted detector that did not see
+            the images ``inside`` (the indices of fold ``j``).
+        max_map_side: Shrink the maps to this long side (:func:`shrink_map`).
+        desc: Progress-bar label.
+
+    Returns:
+        Out-of-fold scores ``(n,)`` and maps, in input order.
+    """
+    scores = np.zeros(len(images))
+    maps: list[np.ndarray | None] = [None] * len(images)
+    for j in progress(range(int(folds.max()) + 1), desc=desc):
+        inside = np.flatnonzero(folds == j)
+        result = fold_model(j, inside).score([images[i] for i in inside])
+        for i, s, m in zip(inside, result.scores, result.maps):
+            scores[i], maps[i] = s, shrink_map(m, max_map_side)
+    return AnomalyResult(scores=scores, maps=maps)
 
 
 def cross_fit(
@@ -92,13 +123,10 @@ def cross_fit(
         result = protocol(images, n_folds=n_folds, random_state=random_state, max_map_side=max_map_side)
         return detector, result, folds
     log.info("%s has no cross_fit_scores: refitting it %d times", detector_name, int(folds.max()) + 1)
-    scores = np.zeros(len(images))
-    maps: list[np.ndarray | None] = [None] * len(images)
-    for j in range(int(folds.max()) + 1):
-        inside, outside = np.flatnonzero(folds == j), np.flatnonzero(folds != j)
-        model = create_detector(detector_name, params).fit([images[i] for i in outside])
-        result = model.score([images[i] for i in inside])
-        for i, s, m in zip(inside, result.scores, result.maps):
-            scores[i], maps[i] = s, shrink_map(m, max_map_side)
+    result = score_out_of_fold(
+        images, folds,
+        lambda j, inside: create_detector(detector_name, params).fit(
+            [images[i] for i in np.flatnonzero(folds != j)]),
+        max_map_side)
     detector.fit(images)
-    return detector, AnomalyResult(scores=scores, maps=maps), folds
+    return detector, result, folds

@@ -66,6 +66,12 @@ class BackboneDetector(Detector):
         value = getattr(self, "channels_per_layer", None)
         return None if value is None else int(value)
 
+    def _unfitted_copy(self) -> "BackboneDetector":
+        """A detector with the same parameters sharing this one's backbone (for fold models)."""
+        copy = type(self)(**self.get_params())
+        copy._extractor, copy._backbone_sha256 = self._extractor, self._backbone_sha256
+        return copy
+
     def _batches(self, images: Sequence[ImageLike]) -> Iterator[Sequence[ImageLike]]:
         step = int(self.batch_size)
         for start in range(0, len(images), step):

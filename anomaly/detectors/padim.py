@@ -217,7 +217,7 @@ class PaDiM(BackboneDetector):
         Returns:
             Out-of-fold scores ``(N,)`` and maps, in input order.
         """
-        from anomaly.crossfit import assign_folds, shrink_map
+        from anomaly.crossfit import assign_folds, score_out_of_fold
 
         self._validate_params()
         images = list(images)
@@ -242,22 +242,18 @@ class PaDiM(BackboneDetector):
             cov += float(self.covariance_eps) * np.eye(d)[None]
             return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
 
-        scores = np.zeros(len(images))
-        maps: list[np.ndarray | None] = [None] * len(images)
-        for j in progress(range(int(folds.max()) + 1), desc="padim: out-of-fold scores"):
-            inside = np.flatnonzero(folds == j)
+        def fold_model(j: int, inside: np.ndarray) -> "PaDiM":
             x = np.stack([cached[i] for i in inside], axis=1).astype(np.float64)  # (P, n_j, d)
-            fold_model = type(self)(**self.get_params())
-            fold_model._extractor, fold_model._backbone_sha256 = self._extractor, self._backbone_sha256
-            fold_model.channel_index_ = self.channel_index_
-            fold_model.mean_, fold_model.precision_ = gaussian(
+            model = self._unfitted_copy()
+            model.channel_index_ = self.channel_index_
+            model.mean_, model.precision_ = gaussian(
                 s1 - x.sum(axis=1), s2 - np.matmul(x.transpose(0, 2, 1), x), len(images) - len(inside))
-            fold_model.n_train_ = len(images) - len(inside)
-            fold_model.fitted_ = True
-            result = fold_model.score([images[i] for i in inside])
-            for i, s, m in zip(inside, result.scores, result.maps):
-                scores[i], maps[i] = s, shrink_map(m, max_map_side)
+            model.n_train_ = len(images) - len(inside)
+            model.fitted_ = True
+            return model
+
+        result = score_out_of_fold(images, folds, fold_model, max_map_side, desc="padim: out-of-fold scores")
         self.mean_, self.precision_ = gaussian(s1, s2, len(images))
         self.n_train_ = len(images)
         self.fitted_ = True
-        return AnomalyResult(scores=scores, maps=maps)
+        return result

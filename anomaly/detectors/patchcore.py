@@ -260,7 +260,7 @@ class PatchCore(BackboneDetector):
         Returns:
             Out-of-fold scores ``(N,)`` and maps, in input order.
         """
-        from anomaly.crossfit import assign_folds, shrink_map
+        from anomaly.crossfit import assign_folds, score_out_of_fold
 
         self._validate_params()
         images = list(images)
@@ -289,23 +289,19 @@ class PatchCore(BackboneDetector):
             target = int(min(self.max_bank_size, max(1, np.ceil(float(self.coreset_ratio) * n_images * patches))))
             return streams[0].select(pool, target, seed)
 
-        scores = np.zeros(len(images))
-        maps: list[np.ndarray | None] = [None] * len(images)
-        for j in progress(range(k), desc="patchcore: out-of-fold scores"):
-            inside = np.flatnonzero(folds == j)
-            fold_model = type(self)(**self.get_params())
-            fold_model._extractor, fold_model._backbone_sha256 = self._extractor, self._backbone_sha256
-            fold_model.memory_bank_ = bank_from([p for p in range(k) if p != j], len(images) - len(inside))
-            fold_model.n_patches_seen_ = (len(images) - len(inside)) * patches
-            fold_model.grid_shape_ = grid_hw
-            fold_model._build_index()
-            fold_model.fitted_ = True
-            result = fold_model.score([images[i] for i in inside])
-            for i, s, m in zip(inside, result.scores, result.maps):
-                scores[i], maps[i] = s, shrink_map(m, max_map_side)
+        def fold_model(j: int, inside: np.ndarray) -> "PatchCore":
+            model = self._unfitted_copy()
+            model.memory_bank_ = bank_from([p for p in range(k) if p != j], len(images) - len(inside))
+            model.n_patches_seen_ = (len(images) - len(inside)) * patches
+            model.grid_shape_ = grid_hw
+            model._build_index()
+            model.fitted_ = True
+            return model
+
+        result = score_out_of_fold(images, folds, fold_model, max_map_side, desc="patchcore: out-of-fold scores")
         self.memory_bank_ = bank_from(list(range(k)), len(images))
         self.n_patches_seen_ = len(images) * patches
         self.grid_shape_ = grid_hw
         self._build_index()
         self.fitted_ = True
-        return AnomalyResult(scores=scores, maps=maps)
+        return result
