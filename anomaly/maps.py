@@ -8,8 +8,11 @@ original image size.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
+import torch
 
 from anomaly.geometry import Geometry, Placement
 
@@ -21,11 +24,41 @@ def model_resolution_map(grid_map: np.ndarray, size: tuple[int, int], sigma: flo
     :mod:`anomaly.features.patches`), so the upsampling is the affine map ``u = x / stride``
     rather than a plain resize, which would shift everything by ``(stride - 1) / 2`` pixels.
 
+    Both steps are separable and linear (bilinear upsampling with a replicated border, a
+    Gaussian with a reflected one), so the result is ``K_rows @ grid_map @ K_cols.T`` with
+    two small matrices measured once from :func:`model_resolution_map_reference`: 0.05 ms
+    on a 16 x 16 grid to 256 x 256, against 0.5 ms for the warp and the 33-tap blur.
+
     Args:
         grid_map: ``(h, w)`` float map on the feature grid.
         size: Model input ``(height, width)``.
         sigma: Gaussian sigma in model pixels (0 = no smoothing).
         stride: Grid stride in model pixels.
+
+    Returns:
+        ``(height, width)`` float32 map.
+    """
+    grid_map = np.ascontiguousarray(grid_map, dtype=np.float32)
+    rows = _axis_operator(int(grid_map.shape[0]), int(size[0]), float(sigma), int(stride))
+    cols = _axis_operator(int(grid_map.shape[1]), int(size[1]), float(sigma), int(stride))
+    # torch, not numpy: numpy's BLAS threads would then compete with torch's for the cores
+    # and slow the next backbone forward (measured: 12 -> 30 ms on the 2-core machine).
+    with torch.inference_mode():
+        return (rows @ torch.from_numpy(grid_map) @ cols.T).numpy()
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_operator(cells: int, length: int, sigma: float, stride: int) -> torch.Tensor:
+    """``(length, cells)`` float32: :func:`model_resolution_map_reference` along one axis."""
+    impulses = np.eye(cells, dtype=np.float32)
+    columns = [model_resolution_map_reference(impulses[:, i : i + 1], (length, 1), sigma, stride)[:, 0]
+               for i in range(cells)]
+    return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))
+
+
+def model_resolution_map_reference(grid_map: np.ndarray, size: tuple[int, int], sigma: float,
+                                   stride: int) -> np.ndarray:
+    """:func:`model_resolution_map` spelled out with OpenCV's warp and blur (its definition).
 
     Returns:
         ``(height, width)`` float32 map.

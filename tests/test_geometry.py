@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from anomaly.errors import InvalidImageError, InvalidParameterError
-from anomaly.geometry import Geometry
+from anomaly.geometry import Geometry, resize_image
 
 
 def test_stretch_round_trip_keeps_a_blob_in_place():
@@ -65,3 +66,29 @@ def test_roi_outside_image_is_an_image_error():
 def test_bad_parameters(kwargs):
     with pytest.raises(InvalidParameterError):
         Geometry(**kwargs)
+
+
+def test_resize_image_shrinks_by_a_fraction_through_a_whole_factor():
+    # 640 -> 256 is area averaging by 2 (to 320), then bilinear by 1.25.
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (640, 640, 3), dtype=np.uint8), (0, 0), 2.0)
+    out = resize_image(image, 256, 256)
+    two_step = cv2.resize(cv2.resize(image, (320, 320), interpolation=cv2.INTER_AREA), (256, 256),
+                          interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(out, two_step)
+    # ... which stays close to OpenCV's exact area average on a smooth image.
+    exact = cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA).astype(float)
+    assert np.abs(out.astype(float) - exact).mean() < 1.0
+
+
+@pytest.mark.parametrize("shape, size", [((512, 512), (256, 256)), ((641, 640), (256, 256)), ((100, 301), (256, 64))])
+def test_resize_image_uses_the_plain_area_average_where_it_is_fast_or_needed(shape, size):
+    # Whole factors (fast in OpenCV), sizes no whole factor divides, and mixed up/down scaling.
+    image = np.random.default_rng(1).integers(0, 65536, shape, dtype=np.uint16)
+    out = resize_image(image, size[1], size[0])
+    np.testing.assert_array_equal(out, cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+
+
+def test_resize_image_enlarges_bilinearly():
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_array_equal(resize_image(image, 8, 8), cv2.resize(image, (8, 8), interpolation=cv2.INTER_LINEAR))

@@ -8,7 +8,10 @@ import torch
 
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import InvalidParameterError
-from anomaly.features.patches import aggregate, pool_channels, resample
+from anomaly.features.patches import aggregate, aggregate_reference, pool_channels, resample
+from anomaly.features.preprocess import normalise_into
+from anomaly.imageio import to_float_rgb
+from anomaly.maps import model_resolution_map, model_resolution_map_reference
 
 
 def test_pool_channels_averages_consecutive_channel_groups():
@@ -52,16 +55,24 @@ def test_patchcore_rejects_a_bad_channel_cap():
         create_detector("patchcore", {"channels_per_layer": 0}).fit([np.zeros((32, 32), np.uint8)] * 2)
 
 
-def test_patchcore_grid_stride_must_be_a_multiple_of_the_finest_layer():
+@pytest.mark.parametrize("grid_stride", [12, 4, "coarse"])
+def test_patchcore_grid_stride_must_be_a_multiple_of_the_finest_layer(grid_stride):
     with pytest.raises(InvalidParameterError, match="grid_stride"):
-        create_detector("patchcore", {"grid_stride": 12, "image_size": 64}).fit([np.zeros((64, 64), np.uint8)] * 2)
+        create_detector("patchcore", {"grid_stride": grid_stride, "image_size": 64}).fit([np.zeros((64, 64), np.uint8)] * 2)
 
 
-def test_patchcore_on_a_coarser_grid_scores_and_maps_at_full_size():
+@pytest.mark.parametrize("size, stride", [(256, 16), ((256, 640), 16), (255, 8), ((128, 512), 8)])
+def test_auto_grid_is_coarse_only_where_it_keeps_sixteen_cells_on_the_shorter_side(size, stride):
+    assert create_detector("patchcore", {"image_size": size}).feature_stride == stride
+
+
+@pytest.mark.parametrize("grid_stride, grid", [(16, (4, 4)), (None, (8, 8)), ("auto", (8, 8))])
+def test_patchcore_grid_scores_and_maps_at_full_size(grid_stride, grid):
+    # "auto" keeps the finest grid (8 px) on a 64 px input: 16 px would leave 4 x 4 cells.
     rng = np.random.default_rng(0)
     goods = [rng.integers(100, 120, (64, 64), dtype=np.uint8) for _ in range(3)]
-    det = create_detector("patchcore", {"grid_stride": 16, "image_size": 64}).fit(goods)
-    assert det.feature_grid == (4, 4)
+    det = create_detector("patchcore", {"grid_stride": grid_stride, "image_size": 64}).fit(goods)
+    assert det.feature_grid == grid
     bad = goods[0].copy()
     bad[40:56, 8:24] = 255
     result = det.score([goods[1], bad])
@@ -69,3 +80,42 @@ def test_patchcore_on_a_coarser_grid_scores_and_maps_at_full_size():
     assert result.scores[1] > result.scores[0]
     y, x = np.unravel_index(np.argmax(result.maps[1]), (64, 64))
     assert 32 <= y < 64 and 0 <= x < 32
+
+
+@pytest.mark.parametrize("shapes, strides, out_stride, grid, patch_size", [
+    ([(32, 32), (16, 16)], [8, 16], 16, (16, 16), 3),
+    ([(32, 32), (16, 16)], [8, 16], 8, (32, 32), 3),
+    ([(13, 37), (7, 19)], [8, 16], 8, (13, 37), 5),  # odd sizes: borders on every side
+    ([(20, 12)], [4], 16, (5, 3), 1),
+])
+def test_aggregate_equals_its_pooling_and_grid_sample_definition(shapes, strides, out_stride, grid, patch_size):
+    torch.manual_seed(0)
+    layers = [torch.randn(3, 5 + k, h, w) for k, (h, w) in enumerate(shapes)]
+    offsets = [(-3.6, -3.25), (-4.04, -4.97)][: len(shapes)]
+    kwargs = dict(strides=strides, offsets=offsets, patch_size=patch_size, out_stride=out_stride, grid=grid)
+    fast = aggregate(layers, **kwargs)
+    assert fast.shape == (3, sum(5 + k for k in range(len(shapes))), *grid)
+    torch.testing.assert_close(fast, aggregate_reference(layers, **kwargs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grid, size, stride, sigma", [
+    ((16, 16), (256, 256), 16, 4.0), ((32, 80), (256, 640), 8, 4.0), ((5, 3), (40, 24), 8, 0.0), ((4, 4), (64, 64), 16, 2.5),
+])
+def test_model_resolution_map_equals_the_warp_and_blur_it_stands_for(grid, size, stride, sigma):
+    grid_map = np.random.default_rng(0).random(grid).astype(np.float32)
+    np.testing.assert_allclose(model_resolution_map(grid_map, size, sigma, stride),
+                               model_resolution_map_reference(grid_map, size, sigma, stride), atol=1e-5)
+
+
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8),
+    np.random.default_rng(1).integers(0, 256, (24, 40), dtype=np.uint8),
+    np.random.default_rng(2).integers(0, 65536, (24, 40), dtype=np.uint16),
+    np.random.default_rng(3).integers(0, 65536, (24, 40, 3), dtype=np.uint16),
+])
+def test_lookup_normalisation_equals_scaling_and_standardising(image):
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    out = np.empty((3, 24, 40), np.float32)
+    normalise_into(out, image, mean, std)
+    expected = ((to_float_rgb(image) - mean) / std).transpose(2, 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-5)

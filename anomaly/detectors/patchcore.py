@@ -37,6 +37,10 @@ from anomaly.progress import progress
 log = logging.getLogger(__name__)
 
 
+#: ``grid_stride="auto"`` coarsens the grid only if it keeps this many cells on the shorter side.
+MIN_AUTO_GRID_CELLS = 16
+
+
 class PatchCore(BackboneDetector):
     """PatchCore anomaly detector.
 
@@ -54,10 +58,16 @@ class PatchCore(BackboneDetector):
             patch distance and halves the nearest-neighbour cost: it helped the fine
             woven ``grid`` texture and hurt ``magnetic_tile`` (image AUROC 0.88 -> 0.84 on
             a 200-image model), so it is an option, not the default.
-        grid_stride: Stride of the patch grid in model pixels; ``None`` (default) is the
-            finest layer's (8 for EfficientNet-Lite0). A multiple of it (16) averages the
-            finer layer over the coarser cells: four times fewer patches to search, at a
-            coarser map.
+        grid_stride: Stride of the patch grid in model pixels, a multiple of the finest
+            layer's; ``None`` is the finest layer's (8 for EfficientNet-Lite0, as in the
+            paper). ``"auto"`` (default) takes twice the finest stride when the grid then
+            keeps at least :data:`MIN_AUTO_GRID_CELLS` cells along the input's shorter side
+            (16 px from a 256 px input on), else the finest: the stride-8 layer is averaged
+            over each 16 px cell, a quarter of the patches to search, which brings the
+            nearest-neighbour search from 6.8 to 1.7 ms per 256 px image on the 2-core
+            machine. Measured with ``anomaly eval`` (README): image AUROC the same or
+            higher on the five sets, localisation coarser (pixel AUROC and AUPRO lower,
+            most on the fine woven ``grid``); ``None`` keeps the finest grid.
         coreset_ratio: Fraction of training patches kept in the memory bank.
         max_bank_size: Cap on the bank size (bounds scoring time and memory).
         projection_dim: Random-projection dimension for the coreset distances.
@@ -80,7 +90,7 @@ class PatchCore(BackboneDetector):
         roi: Sequence[int] | None = None,
         patch_size: int = 3,
         channels_per_layer: int | None = None,
-        grid_stride: int | None = None,
+        grid_stride: int | str | None = "auto",
         coreset_ratio: float = 0.1,
         max_bank_size: int = 2048,
         projection_dim: int = 128,
@@ -117,17 +127,23 @@ class PatchCore(BackboneDetector):
             raise InvalidParameterError(f"index must be one of {INDEX_TYPES}, got {self.index!r}")
         if int(self.max_bank_size) < 1:
             raise InvalidParameterError(f"max_bank_size must be >= 1, got {self.max_bank_size}")
-        if self.grid_stride is not None:
+        if self.grid_stride is not None and self.grid_stride != "auto":
             finest = int(self.extractor.reductions[0])
-            if int(self.grid_stride) < finest or int(self.grid_stride) % finest:
-                raise InvalidParameterError(
-                    f"grid_stride must be a multiple of the finest layer's stride {finest}, got {self.grid_stride}")
+            if (isinstance(self.grid_stride, str) or int(self.grid_stride) < finest
+                    or int(self.grid_stride) % finest):
+                raise InvalidParameterError(f"grid_stride must be 'auto', null or a multiple of the finest "
+                                            f"layer's stride {finest}, got {self.grid_stride!r}")
         if self.channels_per_layer is not None and int(self.channels_per_layer) < 1:
             raise InvalidParameterError(f"channels_per_layer must be >= 1 or None, got {self.channels_per_layer}")
 
     @property
     def feature_stride(self) -> int:
-        return int(self.grid_stride) if self.grid_stride is not None else int(self.extractor.reductions[0])
+        finest = int(self.extractor.reductions[0])
+        if self.grid_stride is None:
+            return finest
+        if self.grid_stride == "auto":
+            return 2 * finest if min(self.geometry.size) // (2 * finest) >= MIN_AUTO_GRID_CELLS else finest
+        return int(self.grid_stride)
 
     # -- fit ------------------------------------------------------------------------------
     def _fit(self, images: Sequence[ImageLike]) -> None:
