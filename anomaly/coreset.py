@@ -71,7 +71,7 @@ class StreamingCoreset:
     """Greedy k-center over a stream of patch features with bounded memory and time.
 
     Merge and reduce: every ``chunk_size`` patches are reduced to a chunk coreset of
-    ``min(oversample * ratio * chunk, oversample * max_size)`` rows; whenever the kept
+    ``min(max(oversample * ratio, min_keep_fraction) * chunk, oversample * max_size)`` rows; whenever the kept
     chunk coresets together outgrow a chunk and the cap ``oversample * max_size``, they
     are reduced again to that cap. The final greedy selection runs over what is kept.
     Greedy k-center coresets compose this way with a bounded loss in coverage (Indyk et
@@ -84,6 +84,14 @@ class StreamingCoreset:
         max_size: Upper bound on the final bank size (caps scoring cost and memory).
         chunk_size: Patches buffered before a chunk is reduced.
         oversample: Chunk coresets keep ``oversample`` times what the bank needs of them.
+        min_keep_fraction: ... and at least this share of each chunk. At small ratios
+            (anomalib's matched 1 %), keeping only twice the bank's share left two
+            candidates per bank slot, too few for the final greedy pass to find the
+            patches the exact selection picks. On magnetic_tile (100 training images,
+            102,400 patches, 1 %, stride-8 grid) image AUROC was 0.845 with 2 x 1 %,
+            0.855 keeping 10 % and 0.862 keeping 20 % of each chunk, against 0.863 for the
+            exact selection over all patches. Ratios from 10 % on (2 x 10 % = 20 %) are
+            unaffected.
         projection_dim: Dimension of the random projection used for distances.
         random_state: Seed for the projection and the first centres.
     """
@@ -95,6 +103,7 @@ class StreamingCoreset:
         max_size: int,
         chunk_size: int = 20_000,
         oversample: float = 2.0,
+        min_keep_fraction: float = 0.2,
         projection_dim: int = 128,
         random_state: int = 0,
     ) -> None:
@@ -104,10 +113,13 @@ class StreamingCoreset:
             raise InvalidParameterError(f"max bank size must be >= 1, got {max_size}")
         if chunk_size < 1 or oversample < 1.0:
             raise InvalidParameterError(f"chunk_size must be >= 1 and oversample >= 1, got {chunk_size}, {oversample}")
+        if not 0.0 <= min_keep_fraction <= 1.0:
+            raise InvalidParameterError(f"min_keep_fraction must be in [0, 1], got {min_keep_fraction}")
         self.ratio = ratio
         self.max_size = int(max_size)
         self.chunk_size = int(chunk_size)
         self.oversample = float(oversample)
+        self.min_keep_fraction = float(min_keep_fraction)
         self.projection_dim = int(projection_dim)
         self.random_state = int(random_state)
         self.seen = 0
@@ -172,12 +184,14 @@ class StreamingCoreset:
     def memory_estimate_mb(self, n_patches: int, dim: int) -> tuple[float, float]:
         """(MB to hold every patch at once, MB this streaming selection holds at most)."""
         whole = n_patches * dim * 4 / 1e6
-        kept = min(n_patches, math.ceil(self.ratio * self.oversample * n_patches), self.cap + self.chunk_size)
+        share = max(self.ratio * self.oversample, self.min_keep_fraction)
+        kept = min(n_patches, math.ceil(share * n_patches), self.cap + self.chunk_size)
         bounded = min(whole, (self.chunk_size * 2 + kept) * dim * 4 / 1e6)
         return whole, bounded
 
     def _chunk_keep(self, n: int) -> int:
-        return max(1, min(math.ceil(self.ratio * self.oversample * n), self.cap))
+        share = max(self.ratio * self.oversample, self.min_keep_fraction)
+        return max(1, min(math.ceil(share * n), self.cap))
 
     def _reduce(self, x: np.ndarray, keep: int) -> np.ndarray:
         self._reductions += 1

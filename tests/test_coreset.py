@@ -70,3 +70,21 @@ def test_uncapped_stream_keeps_its_ratio():
     for part in np.array_split(x, 7):
         stream.add(part)
     assert stream.finalize().shape == (100, 8)
+
+
+def test_small_ratios_keep_enough_of_each_chunk_to_match_the_one_shot_selection():
+    # 1 % of 20,000 clustered patches: each 2,000-patch chunk keeps 20 % (not 2 x 1 %),
+    # so the final pass can find nearly the centres the one-shot selection finds.
+    rng = np.random.default_rng(6)
+    centres = rng.normal(0, 4, (400, 16))
+    x = (centres[rng.integers(0, 400, 20_000)] + rng.normal(0, 0.3, (20_000, 16))).astype(np.float32)
+    stream = StreamingCoreset(ratio=0.01, max_size=10**9, chunk_size=2000, projection_dim=0)
+    for part in np.array_split(x, 10):
+        stream.add(part)
+    assert len(stream.pool()) == 10 * 400
+    bank = stream.finalize()
+    one_shot = x[greedy_kcenter(x, 200, random_state=0)]
+    assert bank.shape == (200, 16)
+    assert _coverage(x, bank) <= 1.1 * _coverage(x, one_shot)
+    with pytest.raises(InvalidParameterError, match="min_keep_fraction"):
+        StreamingCoreset(ratio=0.01, max_size=10, min_keep_fraction=1.5)
