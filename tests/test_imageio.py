@@ -105,3 +105,13 @@ def test_bad_arrays(bad):
 def test_as_image_rejects_other_types():
     with pytest.raises(InvalidImageError):
         as_image(12345)
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 3), (np.uint8, 4), (np.uint16, 3), (np.uint16, 4)])
+def test_decoded_colour_images_come_back_rgb_without_alpha(dtype, channels):
+    # OpenCV decodes BGR(A); the canonical form is RGB, alpha dropped, contiguous.
+    top = 255 if dtype == np.uint8 else 65535
+    bgr = np.random.default_rng(channels).integers(0, top, (5, 7, channels)).astype(dtype)
+    out = canonical(bgr, assume_bgr=True)
+    assert out.shape == (5, 7, 3) and out.dtype == dtype and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, bgr[:, :, 2::-1])
