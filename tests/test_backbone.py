@@ -79,3 +79,35 @@ def test_local_weights_file_is_used(tmp_path, monkeypatch):
     ext = FeatureExtractor("resnet18", [2, 3])
     assert ext.info.weights_source == "weights-dir"
     assert ext.channels == [128, 256]
+
+
+def test_folded_batch_norms_give_the_same_features_as_the_plain_network():
+    ext = FeatureExtractor("efficientnet_lite0", [1, 2, 3])
+    assert ext.folded_batchnorms == 33
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ext.model.modules())
+    plain = timm.create_model("efficientnet_lite0", pretrained=False)
+    plain.load_state_dict(_state_dict_for(plain, locate_weights("efficientnet_lite0")))
+    plain.eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 96, 128)).astype(np.float32))
+    with torch.inference_mode():
+        expected = plain.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
+    for got, want in zip(ext(x), expected):
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+
+def test_folding_handles_a_plain_conv_and_norm_pair():
+    from anomaly.features.backbone import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    net[1].running_mean.uniform_(-1, 1)
+    net[1].running_var.uniform_(0.5, 2)
+    net[1].weight.data.uniform_(0.5, 2)
+    net[1].bias.data.uniform_(-1, 1)
+    net.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        before = net(x)
+        assert fold_batchnorm(net) == 1 and isinstance(net[1], torch.nn.Identity)
+        torch.testing.assert_close(net(x), before, atol=1e-5, rtol=1e-5)

@@ -26,8 +26,8 @@ Outputs in ``--out DIR``:
     ``auroc_tolerance``, ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
     ``peer_coreset_malloc``, ``pythons`` {``ours``, ``peer``};
   - ``backbone_check``: ``backbone``, ``layers``, ``peer_layers``, ``image``,
-    ``max_abs_diff`` (per layer), ``identical``, ``tolerance``, ``weights_sha256``,
-    ``mean``, ``std`` (``null`` without the peer);
+    ``max_abs_diff`` and ``max_rel_diff`` (per layer; the relative one decides
+    ``identical``), ``identical``, ``tolerance``, ``weights_sha256``, ``mean``, ``std`` (``null`` without the peer);
   - ``results``: one per category, model and setting, with ``category``, ``dataset``,
     ``model``, ``setting``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
     ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``

@@ -74,8 +74,9 @@ def markdown(doc: dict[str, Any]) -> str:
     check = doc.get("backbone_check")
     if check:
         lines.append(f"- same backbone: {check['backbone']} stages {check['layers']} = {peer_name}'s "
-                     f"{check['peer_layers']}, identical features on one image (max |diff| "
-                     f"{max(check['max_abs_diff'].values()):.2g}, weights sha256 {check['weights_sha256'][:12]}…)")
+                     f"{check['peer_layers']}, the same features on one image (max |diff| "
+                     f"{max(check['max_abs_diff'].values()):.2g}, "
+                     f"{max((check.get('max_rel_diff') or {'': 0.0}).values()):.1g} of the largest; weights sha256 {check['weights_sha256'][:12]}…)")
     lines.append(f"- wall time: {summary.get('wall_seconds')} s (budget {summary.get('budget_seconds')} s)")
     lines.append("")
     lines.append(f"Cells read `{OURS_LABEL} / {peer_name}`; costs add the ratio ours / {peer_name}. "
