@@ -184,14 +184,17 @@ class StreamingCoreset:
     def memory_estimate_mb(self, n_patches: int, dim: int) -> tuple[float, float]:
         """(MB to hold every patch at once, MB this streaming selection holds at most)."""
         whole = n_patches * dim * 4 / 1e6
-        share = max(self.ratio * self.oversample, self.min_keep_fraction)
-        kept = min(n_patches, math.ceil(share * n_patches), self.cap + self.chunk_size)
+        kept = min(n_patches, math.ceil(self._keep_share * n_patches), self.cap + self.chunk_size)
         bounded = min(whole, (self.chunk_size * 2 + kept) * dim * 4 / 1e6)
         return whole, bounded
 
+    @property
+    def _keep_share(self) -> float:
+        """Share of each chunk its coreset keeps (before the cap)."""
+        return max(self.ratio * self.oversample, self.min_keep_fraction)
+
     def _chunk_keep(self, n: int) -> int:
-        share = max(self.ratio * self.oversample, self.min_keep_fraction)
-        return max(1, min(math.ceil(share * n), self.cap))
+        return max(1, min(math.ceil(self._keep_share * n), self.cap))
 
     def _reduce(self, x: np.ndarray, keep: int) -> np.ndarray:
         self._reductions += 1

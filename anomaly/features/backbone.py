@@ -128,18 +128,6 @@ class FeatureExtractor:
             offsets=self.offsets,
         )
 
-    def normalise(self, rgb: np.ndarray) -> np.ndarray:
-        """Turn float RGB images into the backbone's input.
-
-        Args:
-            rgb: ``(N, H, W, 3)`` float32 in ``[0, 1]``.
-
-        Returns:
-            ``(N, 3, H, W)`` float32, normalised with the weights' mean and std.
-        """
-        out = (rgb - self.mean) / self.std
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2), dtype=np.float32)
-
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
         """Run the backbone.

@@ -11,8 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
+from anomaly.errors import InvalidImageError
 from anomaly.geometry import Geometry, Placement
-from anomaly.imageio import ImageLike, as_image, to_float_rgb
+from anomaly.imageio import ImageLike, as_image
 
 
 def prepare_batch(
@@ -60,9 +61,8 @@ def normalise_into(out: np.ndarray, image: np.ndarray, mean: np.ndarray, std: np
         std: ``(3,)`` normalisation std (RGB).
     """
     if image.dtype not in (np.uint8, np.uint16):
-        rgb = to_float_rgb(image)
-        out[...] = ((rgb - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
-        return
+        # The loader's canonical form (anomaly.imageio.canonical) is always one of the two.
+        raise InvalidImageError(f"expected a uint8 or uint16 image, got {image.dtype}")
     lut = _normalisation_table(image.dtype == np.uint16, tuple(float(m) for m in mean), tuple(float(s) for s in std))
     for c in range(3):
         np.take(lut[c], image if image.ndim == 2 else image[:, :, c], out=out[c])
