@@ -17,12 +17,14 @@ import torch
 from anomaly.geometry import Geometry, Placement
 
 
-def model_resolution_map(grid_map: np.ndarray, size: tuple[int, int], sigma: float, stride: int) -> np.ndarray:
+def model_resolution_map(grid_map: np.ndarray, size: tuple[int, int], sigma: float, stride: int,
+                         origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Upsample a grid map to the model input and smooth it.
 
-    Cell ``(i, j)`` of the grid is centred on model pixel ``(stride * i, stride * j)`` (see
-    :mod:`anomaly.features.patches`), so the upsampling is the affine map ``u = x / stride``
-    rather than a plain resize, which would shift everything by ``(stride - 1) / 2`` pixels.
+    Cell ``(i, j)`` of the grid is centred on model pixel ``(stride * i + origin[0], stride
+    * j + origin[1])`` (see :mod:`anomaly.features.patches`), so the upsampling is the
+    affine map ``u = (x - origin) / stride`` rather than a plain resize, which would shift
+    everything by ``(stride - 1) / 2`` pixels.
 
     Both steps are separable and linear (bilinear upsampling with a replicated border, a
     Gaussian with a reflected one), so the result is ``K_rows @ grid_map @ K_cols.T`` with
@@ -34,13 +36,14 @@ def model_resolution_map(grid_map: np.ndarray, size: tuple[int, int], sigma: flo
         size: Model input ``(height, width)``.
         sigma: Gaussian sigma in model pixels (0 = no smoothing).
         stride: Grid stride in model pixels.
+        origin: ``(dy, dx)`` model pixel of cell ``(0, 0)``.
 
     Returns:
         ``(height, width)`` float32 map.
     """
     grid_map = np.ascontiguousarray(grid_map, dtype=np.float32)
-    rows = _axis_operator(int(grid_map.shape[0]), int(size[0]), float(sigma), int(stride))
-    cols = _axis_operator(int(grid_map.shape[1]), int(size[1]), float(sigma), int(stride))
+    rows = _axis_operator(int(grid_map.shape[0]), int(size[0]), float(sigma), int(stride), float(origin[0]))
+    cols = _axis_operator(int(grid_map.shape[1]), int(size[1]), float(sigma), int(stride), float(origin[1]))
     # torch, not numpy: numpy's BLAS threads would then compete with torch's for the cores
     # and slow the next backbone forward (measured: 12 -> 30 ms on the 2-core machine).
     with torch.inference_mode():
@@ -48,22 +51,24 @@ def model_resolution_map(grid_map: np.ndarray, size: tuple[int, int], sigma: flo
 
 
 @functools.lru_cache(maxsize=32)
-def _axis_operator(cells: int, length: int, sigma: float, stride: int) -> torch.Tensor:
+def _axis_operator(cells: int, length: int, sigma: float, stride: int, origin: float = 0.0) -> torch.Tensor:
     """``(length, cells)`` float32: :func:`model_resolution_map_reference` along one axis."""
     impulses = np.eye(cells, dtype=np.float32)
-    columns = [model_resolution_map_reference(impulses[:, i : i + 1], (length, 1), sigma, stride)[:, 0]
+    columns = [model_resolution_map_reference(impulses[:, i : i + 1], (length, 1), sigma, stride, (origin, 0.0))[:, 0]
                for i in range(cells)]
     return torch.from_numpy(np.stack(columns, axis=1).astype(np.float32))
 
 
 def model_resolution_map_reference(grid_map: np.ndarray, size: tuple[int, int], sigma: float,
-                                   stride: int) -> np.ndarray:
+                                   stride: int, origin: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """:func:`model_resolution_map` spelled out with OpenCV's warp and blur (its definition).
 
     Returns:
         ``(height, width)`` float32 map.
     """
-    inverse = np.array([[1.0 / stride, 0.0, 0.0], [0.0, 1.0 / stride, 0.0]], dtype=np.float64)
+    # Destination pixel (x, y) reads grid position ((x - origin_x) / stride, (y - origin_y) / stride).
+    inverse = np.array([[1.0 / stride, 0.0, -origin[1] / stride], [0.0, 1.0 / stride, -origin[0] / stride]],
+                       dtype=np.float64)
     out = cv2.warpAffine(np.asarray(grid_map, dtype=np.float32), inverse, (size[1], size[0]),
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     if sigma > 0:

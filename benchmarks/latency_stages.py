@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             t = lap("backbone", t)
             feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(det.patch_size),
                               out_stride=det.feature_stride, grid=det.feature_grid,
-                              channels_per_layer=det._channels_per_layer)
+                              channels_per_layer=det._channels_per_layer, origin=det.feature_origin)
             t = lap("aggregate", t)
         n, dim, h, w = feats.shape
         queries = feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy()
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         t = lap("nearest neighbours", t)
         det._image_score(queries, dist[:, 0], idx[:, 0])
         model_map = model_resolution_map(dist[:, 0].reshape(h, w), geometry.size, float(det.smoothing_sigma),
-                                         det.feature_stride)
+                                         det.feature_stride, det.feature_origin)
         to_image_map(model_map, geometry, placements[0])
         t = lap("image score + maps", t)
         times.setdefault("end to end", []).append((t - t0) * 1e3)

@@ -28,6 +28,24 @@ def test_manifest_records_what_it_must(fitted, tmp_path):
     assert set(manifest["files"]) == {"state.npz", "bank.faiss"}
 
 
+def test_bundle_from_before_the_grid_origin_keeps_the_input_anchored_grid(fitted, good_parts, tmp_path):
+    # A bundle written before ``grid_origin`` existed has neither the parameter nor the
+    # state key; its bank was built on the grid anchored at input pixel (0, 0), and it
+    # must still be scored on that grid, not on the new default one.
+    old = create_detector("patchcore", {"image_size": 64, "grid_origin": "input"}).fit(good_parts)
+    save_bundle(old, tmp_path / "b")
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["params"]["grid_origin"], manifest["state"]["grid_origin"]
+    path.write_text(json.dumps(manifest))
+    loaded = load_bundle(tmp_path / "b").detector
+    assert loaded.grid_origin == "input" and loaded.feature_origin == (0.0, 0.0)
+    np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
+    assert fitted.grid_origin == "layer" and fitted.feature_origin != (0.0, 0.0)
+    reloaded = load_bundle(save_bundle(fitted, tmp_path / "new") and tmp_path / "new").detector
+    assert reloaded.grid_origin == "layer"
+
+
 def test_tampered_file_refused(fitted, tmp_path):
     save_bundle(fitted, tmp_path / "b")
     with open(tmp_path / "b" / "state.npz", "ab") as f:

@@ -82,29 +82,54 @@ def test_patchcore_grid_scores_and_maps_at_full_size(grid_stride, grid):
     assert 32 <= y < 64 and 0 <= x < 32
 
 
-@pytest.mark.parametrize("shapes, strides, out_stride, grid, patch_size", [
-    ([(32, 32), (16, 16)], [8, 16], 16, (16, 16), 3),
-    ([(32, 32), (16, 16)], [8, 16], 8, (32, 32), 3),
-    ([(13, 37), (7, 19)], [8, 16], 8, (13, 37), 5),  # odd sizes: borders on every side
-    ([(20, 12)], [4], 16, (5, 3), 1),
+@pytest.mark.parametrize("shapes, strides, out_stride, grid, patch_size, origin", [
+    ([(32, 32), (16, 16)], [8, 16], 16, (16, 16), 3, (0.0, 0.0)),
+    ([(32, 32), (16, 16)], [8, 16], 8, (32, 32), 3, (0.0, 0.0)),
+    ([(32, 32), (16, 16)], [8, 16], 8, (32, 32), 3, (-3.6, -3.25)),
+    ([(32, 32), (16, 16)], [8, 16], 16, (16, 16), 3, (-3.6, -3.25)),
+    ([(13, 37), (7, 19)], [8, 16], 8, (13, 37), 5, (0.0, 0.0)),  # odd sizes: borders on every side
+    ([(20, 12)], [4], 16, (5, 3), 1, (1.5, -2.0)),
 ])
-def test_aggregate_equals_its_pooling_and_grid_sample_definition(shapes, strides, out_stride, grid, patch_size):
+def test_aggregate_equals_its_pooling_and_grid_sample_definition(shapes, strides, out_stride, grid, patch_size, origin):
     torch.manual_seed(0)
     layers = [torch.randn(3, 5 + k, h, w) for k, (h, w) in enumerate(shapes)]
     offsets = [(-3.6, -3.25), (-4.04, -4.97)][: len(shapes)]
-    kwargs = dict(strides=strides, offsets=offsets, patch_size=patch_size, out_stride=out_stride, grid=grid)
+    kwargs = dict(strides=strides, offsets=offsets, patch_size=patch_size, out_stride=out_stride, grid=grid,
+                  origin=origin)
     fast = aggregate(layers, **kwargs)
     assert fast.shape == (3, sum(5 + k for k in range(len(shapes))), *grid)
     torch.testing.assert_close(fast, aggregate_reference(layers, **kwargs), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("grid, size, stride, sigma", [
-    ((16, 16), (256, 256), 16, 4.0), ((32, 80), (256, 640), 8, 4.0), ((5, 3), (40, 24), 8, 0.0), ((4, 4), (64, 64), 16, 2.5),
+@pytest.mark.parametrize("grid, size, stride, sigma, origin", [
+    ((16, 16), (256, 256), 16, 4.0, (0.0, 0.0)), ((32, 80), (256, 640), 8, 4.0, (0.0, 0.0)),
+    ((5, 3), (40, 24), 8, 0.0, (0.0, 0.0)), ((4, 4), (64, 64), 16, 2.5, (0.0, 0.0)),
+    ((32, 80), (256, 640), 8, 4.0, (-3.6, -3.25)), ((5, 3), (40, 24), 8, 0.0, (2.0, -1.5)),
 ])
-def test_model_resolution_map_equals_the_warp_and_blur_it_stands_for(grid, size, stride, sigma):
+def test_model_resolution_map_equals_the_warp_and_blur_it_stands_for(grid, size, stride, sigma, origin):
     grid_map = np.random.default_rng(0).random(grid).astype(np.float32)
-    np.testing.assert_allclose(model_resolution_map(grid_map, size, sigma, stride),
-                               model_resolution_map_reference(grid_map, size, sigma, stride), atol=1e-5)
+    np.testing.assert_allclose(model_resolution_map(grid_map, size, sigma, stride, origin),
+                               model_resolution_map_reference(grid_map, size, sigma, stride, origin), atol=1e-5)
+
+
+def test_finest_origin_takes_the_finest_layer_cell_for_cell():
+    # On the finest layer's own grid, anchored at its cells, that layer is not interpolated.
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(2, 4, 32, 32), torch.randn(2, 3, 16, 16)
+    offsets = [(-3.6, -3.25), (-4.04, -4.97)]
+    out = aggregate([fine, coarse], [8, 16], offsets, patch_size=1, out_stride=8, grid=(32, 32), origin=offsets[0])
+    torch.testing.assert_close(out[:, :4], fine, atol=1e-5, rtol=1e-5)
+    # Anchored at the input's pixel (0, 0) instead, every cell mixes its neighbours.
+    shifted = aggregate([fine, coarse], [8, 16], offsets, patch_size=1, out_stride=8, grid=(32, 32))
+    assert (shifted[:, :4, 1:-1, 1:-1] - fine[:, :, 1:-1, 1:-1]).abs().mean() > 0.3
+
+
+def test_map_of_a_one_cell_peak_lands_on_that_cell_centre():
+    # Cell (i, j) of a grid anchored at (dy, dx) is centred on pixel (8 i + dy, 8 j + dx).
+    grid_map = np.zeros((8, 8), np.float32)
+    grid_map[5, 2] = 1.0
+    out = model_resolution_map(grid_map, (64, 64), 0.0, 8, (-3.0, 2.0))
+    assert np.unravel_index(np.argmax(out), out.shape) == (5 * 8 - 3, 2 * 8 + 2)
 
 
 @pytest.mark.parametrize("image", [

@@ -40,6 +40,10 @@ class PaDiM(BackboneDetector):
         roi: Optional ``(x, y, w, h)`` region of interest.
         grid_stride: Feature-grid stride in model pixels (finer layers are average-pooled
             to it, coarser ones upsampled).
+        grid_origin: ``"layer"`` (default): the feature grid sits on the cells
+            (receptive-field centres) of the layer whose stride it has, which are used as
+            they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
+            interpolated to it (the only grid before this option; bundles from then keep it).
         n_features: Size of the random channel subset.
         covariance_eps: Ridge added to every covariance's diagonal.
         patch_size: Neighbourhood of a local average before the Gaussian (1 = none, as in
@@ -66,6 +70,7 @@ class PaDiM(BackboneDetector):
         smoothing_sigma: float = 4.0,
         batch_size: int = 16,
         random_state: int = 0,
+        grid_origin: str = "layer",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -79,6 +84,7 @@ class PaDiM(BackboneDetector):
         self.smoothing_sigma = smoothing_sigma
         self.batch_size = batch_size
         self.random_state = random_state
+        self.grid_origin = grid_origin
 
     def _validate_params(self) -> None:
         self._validate_common()
@@ -166,7 +172,7 @@ class PaDiM(BackboneDetector):
             dist = self.mahalanobis(x.reshape(b, d, -1).transpose(2, 0, 1))
             for i in range(b):
                 model_map = model_resolution_map(dist[i].reshape(gh, gw), geometry.size, float(self.smoothing_sigma),
-                                                 self.feature_stride)
+                                                 self.feature_stride, self.feature_origin)
                 scores.append(float(model_map.max()))
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)

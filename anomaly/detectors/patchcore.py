@@ -68,6 +68,10 @@ class PatchCore(BackboneDetector):
             machine. Measured with ``anomaly eval`` (README): image AUROC the same or
             higher on the five sets, localisation coarser (pixel AUROC and AUPRO lower,
             most on the fine woven ``grid``); ``None`` keeps the finest grid.
+        grid_origin: ``"layer"`` (default): the feature grid sits on the cells
+            (receptive-field centres) of the layer whose stride it has, which are used as
+            they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
+            interpolated to it (the only grid before this option; bundles from then keep it).
         coreset_ratio: Fraction of training patches kept in the memory bank.
         max_bank_size: Cap on the bank size (bounds scoring time and memory).
         projection_dim: Random-projection dimension for the coreset distances.
@@ -99,6 +103,7 @@ class PatchCore(BackboneDetector):
         smoothing_sigma: float = 4.0,
         batch_size: int = 16,
         random_state: int = 0,
+        grid_origin: str = "layer",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -116,6 +121,7 @@ class PatchCore(BackboneDetector):
         self.smoothing_sigma = smoothing_sigma
         self.batch_size = batch_size
         self.random_state = random_state
+        self.grid_origin = grid_origin
 
     def _validate_params(self) -> None:
         self._validate_common()
@@ -203,7 +209,7 @@ class PatchCore(BackboneDetector):
             for i in range(n):
                 scores.append(self._image_score(queries[i], dist[i], idx[i]))
                 model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma),
-                                                 self.feature_stride)
+                                                 self.feature_stride, self.feature_origin)
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)
 
