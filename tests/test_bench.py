@@ -19,12 +19,13 @@ TOP_KEYS = {"schema", "complete", "command", "started", "finished", "wall_second
             "peer", "protocol", "backbone_check", "results", "summary"}
 MACHINE_KEYS = {"cpu_count", "usable_cores", "cpu_model", "memory_gb", "platform", "python", "load_average",
                 "load_average_end"}
-RESULT_KEYS = {"category", "dataset", "model", "setting", "n_train_total", "n_fit", "n_test_total", "n_test",
+RESULT_KEYS = {"category", "dataset", "model", "setting", "seeds", "n_train_total", "n_fit", "n_test_total", "n_test",
                "n_test_defective", "notes", "ours", "peer", "peer_skipped", "ratios", "checks"}
 FIGURE_KEYS = {"image_auroc", "pixel_auroc", "aupro", "pixel_metrics_note", "fit_seconds", "model_load_seconds", "latency_ms", "model_ms",
                "decode_ms_p50", "preprocess_ms_p50", "backbone_ms_p50", "latency_over_backbone", "peak_rss_mb",
                "fit_peak_rss_mb", "import_rss_mb", "peak_anon_mb", "fit_peak_anon_mb", "import_anon_mb", "bundle_mb", "bundle_backbone_mb", "bundle_holds_backbone",
-               "torch_threads", "params", "backbone", "training"}
+               "torch_threads", "params", "backbone", "training", "image_auroc_std", "pixel_auroc_std", "aupro_std",
+               "replicates"}
 RATIO_KEYS = {"fit_seconds", "latency_p50", "latency_p90", "model_p50", "model_p90", "backbone_p50", "peak_rss_mb",
               "peak_anon_mb", "bundle_mb", "image_auroc_delta", "pixel_auroc_delta", "aupro_delta"}
 SUMMARY_KEYS = {"checks_passed", "checks_failed", "checks_without_figures", "wall_seconds", "within_budget",
@@ -53,9 +54,11 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
-def _run(root: Path, out: Path, peer: str, models: tuple[str, ...]) -> dict:
+def _run(root: Path, out: Path, peer: str, models: tuple[str, ...], seeds: tuple[int, ...] = (0,)) -> dict:
     code = main(["bench", str(root), "--out", str(out), "--peer", peer, "--models", *models, "--image-size", "64",
-                 "--max-train", "6", "--max-test", "all", "--quiet"])
+                 "--max-train", "6", "--max-test", "all", "--seeds", *map(str, seeds),
+                 # 6 images x 64 patches: at the default 1 % the bank would hold 4 patches.
+                 "--matched-coreset-ratio", "0.25", "--quiet"])
     assert code == 0
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -86,13 +89,20 @@ def _check_common(doc: dict, models: tuple[str, ...]) -> None:
 def test_bench_ours_only(tiny_root, tmp_path):
     # One model keeps this quick (each case starts fresh worker processes); every output
     # and key is the same for the others, which the anomalib test below runs.
-    doc = _run(tiny_root, tmp_path / "out", "none", ("patchcore",))
+    # Two seeds: each is a replicate with its own fit; the figures combine them.
+    doc = _run(tiny_root, tmp_path / "out", "none", ("patchcore",), seeds=(0, 1))
     _check_common(doc, ("patchcore",))
     assert doc["peer"]["available"] is False and doc["backbone_check"] is None
+    assert doc["protocol"]["seeds"] == [0, 1] and "--seeds 0 1" in doc["command"]
     for r in doc["results"]:
         assert r["peer"] is None and r["ratios"] is None and r["peer_skipped"]
+        assert r["seeds"] == [0, 1]
+        reps = r["ours"]["replicates"]
+        assert [rep["seed"] for rep in reps] == [0, 1]
+        assert r["ours"]["image_auroc"] == pytest.approx(np.mean([rep["image_auroc"] for rep in reps]), abs=1e-4)
     md = (tmp_path / "out" / "bench.md").read_text()
     assert "## matched settings" in md and "## defaults settings" in md and "| plate | patchcore |" in md
+    assert "## Image AUROC per seed" in md
 
 
 @pytest.mark.slow
@@ -114,6 +124,31 @@ def test_bench_with_anomalib(tiny_root, tmp_path):
     matched = by_case[("patchcore", "matched")]
     assert matched["peer"]["backbone"]["layers"] == ["blocks.2", "blocks.4"]
     assert matched["peer"]["backbone"]["weights_sha256"] == matched["ours"]["backbone"]["weights_sha256"]
+
+
+def _run_record(seed: int, auroc: float, e2e: list[float], fit: float, rss: float) -> dict:
+    return {"seed": seed, "hello": {"torch_threads": 2},
+            "fit": {"fit_seconds": fit, "bundle_mb": 1.0, "params": {}, "backbone": {}, "training": {}},
+            "finish": {"image_auroc": auroc, "pixel_auroc": None, "aupro": None, "peak_rss_mb": rss},
+            "timings": [{"e2e_ms": v, "model_ms": v - 1.0, "decode_ms": 1.0, "backbone_ms": 5.0} for v in e2e]}
+
+
+def test_replicates_combine_as_documented():
+    from anomaly.bench.run import _figures
+
+    fig = _figures([_run_record(0, 0.8, [10.0, 12.0], 3.0, 900.0),
+                    _run_record(1, 0.9, [14.0, 16.0], 5.0, 1100.0),
+                    _run_record(2, 1.0, [18.0], 4.0, 1000.0)])
+    assert fig["image_auroc"] == pytest.approx(0.9)
+    assert fig["image_auroc_std"] == pytest.approx(0.1)
+    assert fig["pixel_auroc"] is None and fig["pixel_auroc_std"] is None
+    assert fig["latency_ms"]["p50"] == pytest.approx(14.0)  # pooled over every replicate's images
+    assert fig["fit_seconds"] == pytest.approx(4.0)  # median
+    assert fig["peak_rss_mb"] == 1100.0  # largest
+    assert fig["latency_over_backbone"] == pytest.approx(14.0 / 5.0)
+    assert [r["image_auroc"] for r in fig["replicates"]] == [0.8, 0.9, 1.0]
+    one = _figures([_run_record(3, 0.7, [10.0], 2.0, 800.0)])
+    assert one["image_auroc"] == pytest.approx(0.7) and one["image_auroc_std"] is None
 
 
 def test_subsampling_is_seeded_and_stratified():

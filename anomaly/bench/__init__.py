@@ -21,19 +21,22 @@ Outputs in ``--out DIR``:
   - ``packages``: ``ours`` and ``peer``, each ``{distribution: version}``;
   - ``peer``: ``name``, ``python``, ``available``, ``reason`` (why not, when not),
     ``version``, ``torch_threads``;
-  - ``protocol``: ``models``, ``settings``, ``categories``, ``max_train``, ``max_test``, ``seed``,
-    ``image_size``, ``matched_coreset_ratio``, ``peer_defaults_max_patches``,
+  - ``protocol``: ``models``, ``settings``, ``categories``, ``max_train``, ``max_test``, ``seeds``,
+    ``replicates`` (how the seeds' figures are combined), ``image_size``, ``matched_coreset_ratio``, ``peer_defaults_max_patches``,
     ``auroc_tolerance``, ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
     ``peer_coreset_malloc``, ``pythons`` {``ours``, ``peer``};
   - ``backbone_check``: ``backbone``, ``layers``, ``peer_layers``, ``image``,
     ``max_abs_diff`` and ``max_rel_diff`` (per layer; the relative one decides
     ``identical``), ``identical``, ``tolerance``, ``weights_sha256``, ``mean``, ``std`` (``null`` without the peer);
   - ``results``: one per category, model and setting, with ``category``, ``dataset``,
-    ``model``, ``setting``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
+    ``model``, ``setting``, ``seeds``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
     ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``
     when not run), ``peer_skipped`` (why), ``ratios`` and ``checks``;
-  - figures (``ours``, ``peer``): ``image_auroc``, ``pixel_auroc``, ``aupro``,
-    ``pixel_metrics_note``, ``fit_seconds`` (model already built and its weights
+  - figures (``ours``, ``peer``): ``image_auroc``, ``pixel_auroc``, ``aupro`` (means over
+    the seeds), ``image_auroc_std``, ``pixel_auroc_std``, ``aupro_std`` (their sample
+    standard deviations, ``null`` for one seed), ``replicates`` (per seed: ``seed``,
+    ``image_auroc``, ``pixel_auroc``, ``aupro``, ``fit_seconds``, ``latency_p50_ms``,
+    ``peak_rss_mb``), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
     loaded, on both sides), ``model_load_seconds``, ``latency_ms`` {``p50``, ``p90``} (end to
     end from the file), ``model_ms`` {``p50``, ``p90``} (the model call), ``decode_ms_p50``,
     ``preprocess_ms_p50`` (peer), ``backbone_ms_p50``, ``latency_over_backbone``,
@@ -51,7 +54,7 @@ Outputs in ``--out DIR``:
     ``wall_seconds``, ``within_budget``, ``budget_seconds``.
 
 * ``bench.md``: the same as Markdown tables (one per setting, cells ``ours / anomalib``
-  with the ratio), the latency floor table and the checks.
+  with the ratio), each seed's image AUROC, the latency floor table and the checks.
 * ``accuracy.png``: image AUROC, pixel AUROC and AUPRO per case, ours beside anomalib.
 * ``latency.png``: end-to-end latency p50 (with our backbone's forward marked), model
   call p50 and fit time per case.

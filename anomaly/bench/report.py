@@ -67,9 +67,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- {peer_name}: " + (_versions(_get(doc, "packages", "peer")) if peer.get("available")
                               else f"not run ({peer.get('reason')})"),
         f"- protocol: at most {proto['max_train'] or 'all'} training and {proto['max_test'] or 'all'} test images "
-        f"per set (seed "
-        f"{proto['seed']}, identical for both), {proto['image_size']} px input, matched PatchCore coreset ratio "
-        f"{proto['matched_coreset_ratio']}; {proto['timing']}; {proto['scores']}",
+        f"per set, identical for both; seeds {proto['seeds']}: {proto['replicates']}; {proto['image_size']} px "
+        f"input, matched PatchCore coreset ratio {proto['matched_coreset_ratio']}; {proto['timing']}; "
+        f"{proto['scores']}",
     ]
     check = doc.get("backbone_check")
     if check:
@@ -79,7 +79,8 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"{max((check.get('max_rel_diff') or {'': 0.0}).values()):.1g} of the largest; weights sha256 {check['weights_sha256'][:12]}…)")
     lines.append(f"- wall time: {summary.get('wall_seconds')} s (budget {summary.get('budget_seconds')} s)")
     lines.append("")
-    lines.append(f"Cells read `{OURS_LABEL} / {peer_name}`; costs add the ratio ours / {peer_name}. "
+    lines.append(f"Cells read `{OURS_LABEL} / {peer_name}`; accuracy is the mean over the seeds (each seed's "
+                 f"image AUROC is in the table after these); costs add the ratio ours / {peer_name}. "
                  "Latencies are per image, batch of one, end to end from the file (decode, resize, model, map) "
                  "and the model call alone. Peak RSS counts the shared libraries' pages too (page-cache "
                  "dependent); peak anon is the memory each program allocated itself.")
@@ -114,6 +115,7 @@ def markdown(doc: dict[str, Any]) -> str:
             if e["peer"] and e["peer"].get("shared_with"):
                 lines.append(f"\n{e['category']}/{e['model']}: {peer_name}'s figures are those of its "
                              f"{e['peer']['shared_with']} run (same configuration).")
+    lines += _seed_table(doc, peer_name)
     lines += ["", "## Latency against the backbone's own forward (the floor)", "",
               f"| set | model | setting | system | decode p50 ms | backbone p50 ms | e2e p50 ms | e2e / backbone |",
               "|---|---|---|---|---|---|---|---|"]
@@ -133,6 +135,37 @@ def markdown(doc: dict[str, Any]) -> str:
     for label in summary.get("checks_without_figures") or []:
         lines.append(f"- no figure: {label}")
     return "\n".join(lines) + "\n"
+
+
+def _seed_table(doc: dict[str, Any], peer_name: str) -> list[str]:
+    """Each seed's image AUROC, the means and spreads, and what one ranking pair weighs."""
+    lines = ["", "## Image AUROC per seed", "",
+             f"Seeds {doc['protocol']['seeds']}. One pair = the AUROC step of one (good, defective) test pair "
+             "ranked the other way.", "",
+             f"| set | model | setting | one pair | {OURS_LABEL} per seed | {OURS_LABEL} mean ± sd | "
+             f"{peer_name} per seed | {peer_name} mean ± sd | difference of means |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def per_seed(fig: dict[str, Any] | None) -> str:
+        if not fig:
+            return "–"
+        return " ".join(_f(r.get("image_auroc")) for r in fig.get("replicates") or [])
+
+    def mean_sd(fig: dict[str, Any] | None) -> str:
+        if not fig:
+            return "–"
+        sd = fig.get("image_auroc_std")
+        return _f(fig.get("image_auroc")) + ("" if sd is None else f" ± {sd:.3f}")
+
+    for e in doc["results"]:
+        n_bad = e.get("n_test_defective") or 0
+        n_good = (e.get("n_test") or 0) - n_bad
+        pair = _f(1.0 / (n_good * n_bad), 4) if n_good and n_bad else "–"
+        delta = (e.get("ratios") or {}).get("image_auroc_delta")
+        lines.append(f"| {e['category']} | {e['model']} | {e['setting']} | {pair} | {per_seed(e['ours'])} | "
+                     f"{mean_sd(e['ours'])} | {per_seed(e['peer'])} | {mean_sd(e['peer'])} | "
+                     f"{'–' if delta is None else f'{delta:+.3f}'} |")
+    return lines
 
 
 def _versions(versions: dict[str, str] | None) -> str:

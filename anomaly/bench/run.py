@@ -41,6 +41,10 @@ AUROC_TOLERANCE = 0.005
 #: The whole benchmark's time budget on the reference machine.
 BUDGET_SECONDS = 3600
 WARMUP_CALLS = 2
+#: Replicates of a run: on the small sets one ranking pair moves the image AUROC by 0.01
+#: to 0.03, and one seed's coreset or channel draw by as much, so a single draw decides
+#: nothing (see the per-seed table of ``bench.md``).
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 @dataclass
@@ -56,7 +60,10 @@ class BenchConfig:
         peer_python: Interpreter with anomalib (default: found, see :func:`peer_python`).
         max_train: At most this many training images per category (seeded, both sides).
         max_test: At most this many test images per category (seeded, stratified).
-        seed: Seed of the sub-sampling and of every model's random choices.
+        seeds: One replicate per seed: the sub-sampling and every random choice of both
+            systems (coreset start and projection, PaDiM channels) are seeded with it.
+            Accuracy is reported per seed and as the mean over seeds, which the checks
+            use; latencies pool every replicate's images.
         image_size: Square model input of both sides.
         matched_coreset_ratio: PatchCore coreset ratio of the matched comparison.
         peer_defaults_max_patches: anomalib's default PatchCore runs where the training
@@ -75,12 +82,21 @@ class BenchConfig:
     peer_python: str | None = None
     max_train: int | None = 100
     max_test: int | None = 150
-    seed: int = 0
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
     image_size: int = 256
     matched_coreset_ratio: float = 0.01
     peer_defaults_max_patches: int | None = 40_000
     ours_python: str | None = None
     categories: tuple[str, ...] = ()
+
+
+@dataclass
+class _Replicate:
+    """One seed's images: the same for both systems."""
+
+    seed: int
+    train: list[Path]
+    test: list[Sample]
 
 
 @dataclass
@@ -135,10 +151,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     for folder in categories:
         category = MVTecCategory(folder)
         train_all, test_all = category.train_good(), category.test_samples()
-        plans.append((category, train_all, subsample_train(train_all, config.max_train, config.seed),
-                      test_all, subsample_test(test_all, config.max_test, config.seed)))
+        replicates = [_Replicate(seed, subsample_train(train_all, config.max_train, seed),
+                                 subsample_test(test_all, config.max_test, seed)) for seed in config.seeds]
+        plans.append((category, train_all, test_all, replicates))
 
-    peer = _start_peer(config, code_root, plans[0][2][0], logs)
+    peer = _start_peer(config, code_root, plans[0][3][0].train[0], logs)
     doc["peer"] = {"name": config.peer, "python": peer.python, "available": peer.python is not None,
                    "reason": peer.reason, "version": (peer.hello or {}).get("versions", {}).get("anomalib"),
                    "torch_threads": (peer.hello or {}).get("torch_threads")}
@@ -149,17 +166,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
     shared: dict[tuple[str, str, str], dict[str, Any]] = {}
     try:
-        for category, train_all, train, test_all, test in plans:
+        for category, train_all, test_all, replicates in plans:
             for model in config.models:
-                for ms in model_settings(model, image_size=config.image_size,
-                                         matched_coreset_ratio=config.matched_coreset_ratio,
-                                         peer_defaults_max_patches=config.peer_defaults_max_patches, seed=config.seed):
-                    if ms.setting not in config.settings:
-                        continue
-                    log.info("bench: %s / %s / %s (%d train, %d test)", category.name, model, ms.setting,
-                             len(train), len(test))
-                    entry = _run_case(config, ours_python, category, train, test, ms, peer, shared, logs, bundles,
-                                      code_root, doc)
+                for setting in [s for s in SETTINGS if s in config.settings]:
+                    log.info("bench: %s / %s / %s (%d train, %d test, seeds %s)", category.name, model, setting,
+                             len(replicates[0].train), len(replicates[0].test), list(config.seeds))
+                    entry = _run_case(config, ours_python, category, replicates, model, setting, peer, shared, logs,
+                                      bundles, code_root, doc)
                     entry["n_train_total"], entry["n_test_total"] = len(train_all), len(test_all)
                     doc["results"].append(entry)
                     _write(doc, out, start)
@@ -174,6 +187,8 @@ def _validate(config: BenchConfig) -> None:
     unknown = sorted(set(config.settings) - set(SETTINGS))
     if unknown or not config.settings:
         raise InvalidParameterError(f"settings must be among {list(SETTINGS)}, got {list(config.settings)}")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise InvalidParameterError(f"seeds must be one or more distinct integers, got {list(config.seeds)}")
     for name in ("max_train", "max_test"):
         value = getattr(config, name)
         if value is not None and int(value) < 1:
@@ -195,12 +210,16 @@ def _protocol(config: BenchConfig) -> dict[str, Any]:
         "categories": list(config.categories) or "all",
         "max_train": config.max_train,
         "max_test": config.max_test,
-        "seed": config.seed,
+        "seeds": list(config.seeds),
         "image_size": config.image_size,
         "matched_coreset_ratio": config.matched_coreset_ratio,
         "peer_defaults_max_patches": config.peer_defaults_max_patches,
         "auroc_tolerance": AUROC_TOLERANCE,
         "warmup_calls": WARMUP_CALLS,
+        "replicates": "one replicate per seed, each with its own sub-sample and seeded models on both sides; "
+                      "accuracy is the mean over the replicates (the checks compare means), with each seed's "
+                      "figure kept; latency percentiles pool every replicate's images, fit seconds are the "
+                      "median and peak memory the largest over the replicates",
         "subsampling": "train: numpy default_rng(seed).choice without replacement, path order kept (as "
                        "`anomaly eval --limit-train`); test: stratified by defect type (good included), "
                        "largest-remainder quotas, at least one per type, same seeded generator; identical for "
@@ -240,17 +259,22 @@ def _start_peer(config: BenchConfig, code_root: Path, probe_image: Path, logs: P
     return _Peer(python, None, hello, check)
 
 
-def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, train: list[Path], test: list[Sample],
-              ms: ModelSetting, peer: _Peer, shared: dict, logs: Path, bundles: Path, code_root: Path,
+def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, replicates: list[_Replicate],
+              model: str, setting: str, peer: _Peer, shared: dict, logs: Path, bundles: Path, code_root: Path,
               doc: dict[str, Any]) -> dict[str, Any]:
+    """One category, model and setting: every replicate (seed) on both systems, then the figures."""
+    cases = {r.seed: _setting(config, model, setting, r.seed) for r in replicates}
+    ms = cases[replicates[0].seed]
+    first = replicates[0]
     entry: dict[str, Any] = {
         "category": category.name,
         "dataset": str(category.root),
-        "model": ms.model,
-        "setting": ms.setting,
-        "n_fit": len(train),
-        "n_test": len(test),
-        "n_test_defective": int(sum(s.label for s in test)),
+        "model": model,
+        "setting": setting,
+        "seeds": [r.seed for r in replicates],
+        "n_fit": len(first.train),
+        "n_test": len(first.test),
+        "n_test_defective": int(sum(s.label for s in first.test)),
         "notes": list(ms.notes),
         "ours": None,
         "peer": None,
@@ -258,26 +282,61 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, tr
         "ratios": None,
         "checks": None,
     }
-    key = (category.name, ms.model, ms.setting)
+    key = (category.name, model, setting)
     run_peer = False
     if ms.peer is None:
         entry["peer_skipped"] = "; ".join(ms.notes) or "no counterpart"
     elif peer.python is None:
         entry["peer_skipped"] = peer.reason
-    elif ms.peer_shared_with and (category.name, ms.model, ms.peer_shared_with) in shared:
-        entry["peer"] = dict(shared[(category.name, ms.model, ms.peer_shared_with)], shared_with=ms.peer_shared_with)
-    elif ms.peer_max_patches is not None and len(train) * _patches_per_image(ms) > ms.peer_max_patches:
+    elif ms.peer_shared_with and (category.name, model, ms.peer_shared_with) in shared:
+        entry["peer"] = dict(shared[(category.name, model, ms.peer_shared_with)], shared_with=ms.peer_shared_with)
+    elif ms.peer_max_patches is not None and len(first.train) * _patches_per_image(ms) > ms.peer_max_patches:
+        n_patches = len(first.train) * _patches_per_image(ms)
         entry["peer_skipped"] = (
-            f"budget: {len(train)} images x {_patches_per_image(ms)} patches = {len(train) * _patches_per_image(ms)} "
+            f"budget: {len(first.train)} images x {_patches_per_image(ms)} patches = {n_patches} "
             f"training patches > {ms.peer_max_patches}; anomalib's sequential greedy coreset at its default ratio "
-            f"{ms.peer.get('coreset_ratio')} would take {int(len(train) * _patches_per_image(ms) * ms.peer.get('coreset_ratio', 0))} "
+            f"{ms.peer.get('coreset_ratio')} would take {int(n_patches * ms.peer.get('coreset_ratio', 0))} "
             "passes over all of them (raise --peer-defaults-max-patches to run it)")
     else:
         run_peer = True
 
-    stem = f"{category.name}-{ms.model}-{ms.setting}"
-    train_paths = [str(p) for p in train]
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+    for replicate in replicates:
+        for name, run in _run_replicate(ours_python, category, replicate, cases[replicate.seed], peer,
+                                        run_peer, logs, bundles, code_root, doc).items():
+            runs[name].append(run)
+    entry["ours"] = _figures(runs["ours"])
+    if run_peer:
+        entry["peer"] = _figures(runs["peer"])
+        shared[key] = entry["peer"]
+    if entry["peer"] is not None:
+        entry["ratios"] = _ratios(entry["ours"], entry["peer"])
+    entry["checks"] = _checks(entry)
+    return entry
+
+
+def _setting(config: BenchConfig, model: str, setting: str, seed: int) -> ModelSetting:
+    found = [ms for ms in model_settings(model, image_size=config.image_size,
+                                         matched_coreset_ratio=config.matched_coreset_ratio,
+                                         peer_defaults_max_patches=config.peer_defaults_max_patches, seed=seed)
+             if ms.setting == setting]
+    return found[0]
+
+
+def _run_replicate(ours_python: str, category: MVTecCategory, replicate: _Replicate, ms: ModelSetting, peer: _Peer,
+                   run_peer: bool, logs: Path, bundles: Path, code_root: Path,
+                   doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Fit both systems on one seed's training images and score its test images, interleaved.
+
+    Returns:
+        Per system (``ours``, ``peer``): ``seed``, ``fit`` and ``finish`` replies, the
+        per-image ``timings`` and the worker's ``hello``.
+    """
+    stem = f"{category.name}-{ms.model}-{ms.setting}-seed{replicate.seed}"
+    train_paths = [str(p) for p in replicate.train]
+    test = replicate.test
     clients: list[tuple[str, WorkerClient]] = []
+    out: dict[str, dict[str, Any]] = {}
     try:
         ours = WorkerClient(ours_python, "ours", logs / f"{stem}-ours.log", code_root)
         clients.append(("ours", ours))
@@ -287,7 +346,7 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, tr
         if run_peer:
             backbone = fits["ours"]["backbone"]
             params = {**ms.peer, "backbone": backbone["name"], "mean": backbone["mean"], "std": backbone["std"],
-                      "seed": config.seed}
+                      "seed": replicate.seed}
             worker = WorkerClient(peer.python, "anomalib", logs / f"{stem}-anomalib.log", code_root)
             clients.append(("peer", worker))
             fits["peer"] = worker.call({"op": "fit", "model": ms.model, "params": params, "train": train_paths,
@@ -304,18 +363,12 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, tr
             for name, client in order:
                 timings[name].append(client.call(request))
         for name, client in clients:
-            finish = client.call({"op": "finish"})
-            figures = _figures(fits[name], finish, timings[name], client.hello)
-            entry["ours" if name == "ours" else "peer"] = figures
+            out[name] = {"seed": replicate.seed, "fit": fits[name], "finish": client.call({"op": "finish"}),
+                         "timings": timings[name], "hello": client.hello}
     finally:
         for _, client in clients:
             client.close()
-    if run_peer:
-        shared[key] = entry["peer"]
-    if entry["peer"] is not None:
-        entry["ratios"] = _ratios(entry["ours"], entry["peer"])
-    entry["checks"] = _checks(entry)
-    return entry
+    return out
 
 
 def _patches_per_image(ms: ModelSetting) -> int:
@@ -329,38 +382,70 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def _figures(fit: dict[str, Any], finish: dict[str, Any], timings: list[dict[str, Any]],
-             hello: dict[str, Any]) -> dict[str, Any]:
+#: Accuracy figures, averaged over the replicates.
+ACCURACY_KEYS = ("image_auroc", "pixel_auroc", "aupro")
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None
+
+
+def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's figures for a case, over its replicates (see :data:`BenchConfig.seeds`)."""
+    timings = [t for run in runs for t in run["timings"]]
+    fits = [run["fit"] for run in runs]
+    finishes = [run["finish"] for run in runs]
+
     def col(key: str) -> list[float]:
         return [t.get(key) for t in timings]
 
-    fig = {
-        "image_auroc": finish.get("image_auroc"),
-        "pixel_auroc": finish.get("pixel_auroc"),
-        "aupro": finish.get("aupro"),
-        "pixel_metrics_note": finish.get("pixel_metrics_note"),
-        "fit_seconds": fit["fit_seconds"],
-        "model_load_seconds": fit.get("model_load_seconds"),
+    def most(key: str) -> float | None:
+        values = [f.get(key) for f in finishes if f.get(key) is not None]
+        return max(values) if values else None
+
+    def median(values: list[float | None]) -> float | None:
+        values = [v for v in values if v is not None]
+        return round(float(np.median(values)), 3) if values else None
+
+    fig: dict[str, Any] = {key: _mean([f.get(key) for f in finishes]) for key in ACCURACY_KEYS}
+    fig.update({f"{key}_std": _std([f.get(key) for f in finishes]) for key in ACCURACY_KEYS})
+    fig.update({
+        "pixel_metrics_note": finishes[0].get("pixel_metrics_note"),
+        "fit_seconds": median([f["fit_seconds"] for f in fits]),
+        "model_load_seconds": median([f.get("model_load_seconds") for f in fits]),
         "latency_ms": {"p50": _pct(col("e2e_ms"), 50), "p90": _pct(col("e2e_ms"), 90)},
         "model_ms": {"p50": _pct(col("model_ms"), 50), "p90": _pct(col("model_ms"), 90)},
         "decode_ms_p50": _pct(col("decode_ms"), 50),
         "preprocess_ms_p50": _pct(col("preprocess_ms"), 50),
         "backbone_ms_p50": _pct(col("backbone_ms"), 50),
         "latency_over_backbone": None,
-        "peak_rss_mb": finish.get("peak_rss_mb"),
-        "fit_peak_rss_mb": finish.get("fit_peak_rss_mb"),
-        "import_rss_mb": finish.get("import_rss_mb"),
-        "peak_anon_mb": finish.get("peak_anon_mb"),
-        "fit_peak_anon_mb": finish.get("fit_peak_anon_mb"),
-        "import_anon_mb": finish.get("import_anon_mb"),
-        "bundle_mb": fit.get("bundle_mb"),
-        "bundle_backbone_mb": fit.get("bundle_backbone_mb"),
-        "bundle_holds_backbone": fit.get("bundle_holds_backbone"),
-        "torch_threads": hello.get("torch_threads"),
-        "params": fit.get("params"),
-        "backbone": fit.get("backbone"),
-        "training": fit.get("training"),
-    }
+        "peak_rss_mb": most("peak_rss_mb"),
+        "fit_peak_rss_mb": most("fit_peak_rss_mb"),
+        "import_rss_mb": most("import_rss_mb"),
+        "peak_anon_mb": most("peak_anon_mb"),
+        "fit_peak_anon_mb": most("fit_peak_anon_mb"),
+        "import_anon_mb": most("import_anon_mb"),
+        "bundle_mb": max((f.get("bundle_mb") for f in fits if f.get("bundle_mb") is not None), default=None),
+        "bundle_backbone_mb": fits[0].get("bundle_backbone_mb"),
+        "bundle_holds_backbone": fits[0].get("bundle_holds_backbone"),
+        "torch_threads": runs[0]["hello"].get("torch_threads"),
+        "params": fits[0].get("params"),
+        "backbone": fits[0].get("backbone"),
+        "training": fits[0].get("training"),
+        "replicates": [{
+            "seed": run["seed"],
+            **{key: run["finish"].get(key) for key in ACCURACY_KEYS},
+            "fit_seconds": run["fit"]["fit_seconds"],
+            "latency_p50_ms": _pct([t.get("e2e_ms") for t in run["timings"]], 50),
+            "peak_rss_mb": run["finish"].get("peak_rss_mb"),
+        } for run in runs],
+    })
     if fig["latency_ms"]["p50"] and fig["backbone_ms_p50"]:
         fig["latency_over_backbone"] = round(fig["latency_ms"]["p50"] / fig["backbone_ms_p50"], 3)
     return fig
@@ -477,7 +562,7 @@ def command_line(config: BenchConfig) -> str:
     if config.ours_python:
         args += ["--ours-python", config.ours_python]
     args += ["--out", str(config.out), "--max-train", limit(config.max_train), "--max-test", limit(config.max_test),
-             "--seed", str(config.seed), "--image-size", str(config.image_size),
+             "--seeds", *(str(seed) for seed in config.seeds), "--image-size", str(config.image_size),
              "--matched-coreset-ratio", str(config.matched_coreset_ratio),
              "--peer-defaults-max-patches", limit(config.peer_defaults_max_patches)]
     return shlex.join(args)

@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="at most N training images per set, seeded, both systems (default 100; 'all' = no limit)")
     p.add_argument("--max-test", type=_limit, default=150, metavar="N",
                    help="at most N test images per set, seeded and stratified (default 150; 'all' = no limit)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="one replicate per seed (sub-sample and every model's random choices, both systems); "
+                        "accuracy is their mean (default: 0 1 2)")
     p.add_argument("--image-size", type=int, default=256, help="square model input of both systems (default 256)")
     p.add_argument("--matched-coreset-ratio", type=float, default=0.01,
                    help="PatchCore coreset ratio of the matched comparison (default 0.01)")
@@ -62,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from anomaly.bench import BenchConfig, run_bench
     from anomaly.bench.protocol import BENCH_MODELS, SETTINGS
+    from anomaly.bench.run import DEFAULT_SEEDS
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     enable_progress(not args.quiet)
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         ours_python=args.ours_python,
         max_train=args.max_train,
         max_test=args.max_test,
-        seed=args.seed,
+        seeds=tuple(args.seeds) if args.seeds else DEFAULT_SEEDS,
         image_size=args.image_size,
         matched_coreset_ratio=args.matched_coreset_ratio,
         peer_defaults_max_patches=args.peer_defaults_max_patches,
