@@ -103,46 +103,14 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Callable[[bytes], floa
     from PIL import Image
     from torchvision.transforms.v2.functional import to_dtype, to_image
     from anomalib.data.utils import read_image
-    from anomalib.models.image.ganomaly.loss import DiscriminatorLoss, GeneratorLoss
-    from anomalib.models.image.ganomaly.torch_model import GanomalyModel
 
-    size = (args.image_size, args.image_size)
-    transform = _peer_transform(size)
+    from anomaly.bench.peer_anomalib import ganomaly_transform, train_ganomaly
 
-    def prepare(path: str) -> torch.Tensor:
-        image = read_image(path, as_tensor=True)  # (3, H, W) float in [0, 1]
-        return transform(image)
-
-    torch.manual_seed(seed)
-    model = GanomalyModel(input_size=size, num_input_channels=3, n_features=args.n_features, latent_vec_size=100,
-                          extra_layers=0, add_final_conv_layer=True)
-    data = torch.stack([prepare(str(p)) for p in paths])
-    generator_loss, discriminator_loss = GeneratorLoss(1, 50, 1), DiscriminatorLoss()
-    betas = (0.5, 0.999)
-    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=0.0002, betas=betas)
-    g_opt = torch.optim.Adam(model.generator.parameters(), lr=0.0002, betas=betas)
-    order_rng = torch.Generator().manual_seed(seed)
-    steps = 0
-    for _ in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(data), generator=order_rng)
-        for start in range(0, len(data), args.batch_size):
-            batch = data[order[start : start + args.batch_size]]
-            # Ganomaly.training_step of anomalib, verbatim in substance.
-            padded, fake, latent_i, latent_o = model(batch)
-            pred_real, _ = model.discriminator(padded)
-            pred_fake, _ = model.discriminator(fake)
-            g_loss = generator_loss(latent_i, latent_o, padded, fake, pred_real, pred_fake)
-            g_opt.zero_grad()
-            g_loss.backward(retain_graph=True)
-            g_opt.step()
-            pred_fake, _ = model.discriminator(fake.detach())
-            d_loss = discriminator_loss(pred_real, pred_fake)
-            d_opt.zero_grad()
-            d_loss.backward()
-            d_opt.step()
-            steps += 1
-    model.eval()
+    transform = ganomaly_transform((args.image_size, args.image_size))
+    # read_image: (3, H, W) float in [0, 1], as anomalib's datamodule reads them.
+    data = torch.stack([transform(read_image(str(p), as_tensor=True)) for p in paths])
+    model, steps = train_ganomaly(data, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+                                  n_features=args.n_features, seed=seed)
 
     def score(data_bytes: bytes) -> float:
         # anomalib's read_image on the file's bytes: PIL, RGB, float in [0, 1].
@@ -157,20 +125,6 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Callable[[bytes], floa
 
     return score, {"anomalib": anomalib.__version__, "n_features": args.n_features, "steps": steps,
                    "epochs_run": args.epochs}
-
-
-def _peer_transform(size: tuple[int, int]):
-    """The pre-processing anomalib gives GANomaly: its model's own configured transform."""
-    try:
-        from anomalib.models import Ganomaly
-
-        pre = Ganomaly.configure_pre_processor(image_size=size)
-        return pre.transform
-    except (ImportError, AttributeError, TypeError):
-        from torchvision.transforms import v2
-
-        return v2.Compose([v2.Resize(size, antialias=True),
-                           v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
 
 
 # -- one run ------------------------------------------------------------------------------

@@ -126,6 +126,36 @@ def test_bench_with_anomalib(tiny_root, tmp_path):
     assert matched["peer"]["backbone"]["weights_sha256"] == matched["ours"]["backbone"]["weights_sha256"]
 
 
+@pytest.mark.slow
+def test_bench_ganomaly_against_anomalib_when_installed(tiny_root, tmp_path):
+    # GANs on request, tiny budget; both Skip-GANomaly cases reuse GANomaly's peer run.
+    python, _ = peer_python(REPO)
+    peer = "anomalib" if python else "none"
+    out = tmp_path / "out"
+    code = main(["bench", str(tiny_root), "--out", str(out), "--peer", peer, "--models", "ganomaly", "skip-ganomaly",
+                 "--max-train", "6", "--max-test", "all", "--seeds", "0", "--gan-image-size", "32",
+                 "--gan-epochs", "1", "--quiet"])
+    assert code == 0
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["complete"] and "--gan-image-size 32 --gan-epochs 1" in doc["command"]
+    by_case = {(r["model"], r["setting"]): r for r in doc["results"]}
+    assert set(by_case) == {(m, s) for m in ("ganomaly", "skip-ganomaly") for s in ("matched", "defaults")}
+    for (model, setting), r in by_case.items():
+        assert r["ours"]["image_auroc"] is not None and r["ours"]["pixel_auroc"] is not None
+        assert r["ours"]["params"]["image_size"] == 32 and r["ours"]["backbone"] is None
+        assert r["checks"] == {}  # the bars are PatchCore's and PaDiM's
+        if python is None:
+            assert r["peer"] is None
+            continue
+        assert r["peer"]["image_auroc"] is not None and r["peer"]["pixel_auroc"] is None
+        assert r["peer"]["pixel_metrics_note"] == "the model gives no anomaly map"
+        assert r["peer"]["params"]["n_features"] == (32 if setting == "matched" else 64)
+        assert r["ratios"]["latency_p50"] is not None
+        if model == "skip-ganomaly":
+            assert r["peer"]["shared_with"] == f"ganomaly/{setting}"
+    assert "## Image AUROC per seed" in (out / "bench.md").read_text()
+
+
 def _run_record(seed: int, auroc: float, e2e: list[float], fit: float, rss: float) -> dict:
     return {"seed": seed, "hello": {"torch_threads": 2},
             "fit": {"fit_seconds": fit, "bundle_mb": 1.0, "params": {}, "backbone": {}, "training": {}},

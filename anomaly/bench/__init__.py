@@ -5,7 +5,10 @@ fitted and scored beside anomalib's counterpart (when anomalib is installed: ``p
 install .[peer]``, or a venv at ``.venv-peer``), with the same EfficientNet-Lite0
 ImageNet weights in the same timm backbone, the same stages, input size and
 normalisation, in two comparisons: ``matched`` (same model settings) and ``defaults``
-(each side's own). See :mod:`anomaly.bench.protocol` for the settings and the seeded
+(each side's own). On request (``--models ganomaly skip-ganomaly``) our GANs are compared
+with anomalib's GANomaly the same way (same images, input size and epoch budget). Every
+case runs once per seed (``--seeds``, default 0 1 2) on both sides. See
+:mod:`anomaly.bench.protocol` for the settings and the seeded
 sub-sampling, :mod:`anomaly.bench.run` for the timing protocol, and
 :mod:`anomaly.bench.peer_anomalib` for exactly what is run and timed on anomalib's side.
 
@@ -23,11 +26,12 @@ Outputs in ``--out DIR``:
     ``version``, ``torch_threads``;
   - ``protocol``: ``models``, ``settings``, ``categories``, ``max_train``, ``max_test``, ``seeds``,
     ``replicates`` (how the seeds' figures are combined), ``image_size``, ``matched_coreset_ratio``, ``peer_defaults_max_patches``,
+    ``gan_image_size``, ``gan_epochs``,
     ``auroc_tolerance``, ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
     ``peer_coreset_malloc``, ``pythons`` {``ours``, ``peer``};
   - ``backbone_check``: ``backbone``, ``layers``, ``peer_layers``, ``image``,
     ``max_abs_diff`` and ``max_rel_diff`` (per layer; the relative one decides
-    ``identical``), ``identical``, ``tolerance``, ``weights_sha256``, ``mean``, ``std`` (``null`` without the peer);
+    ``identical``), ``identical``, ``tolerance``, ``weights_sha256``, ``mean``, ``std`` (``null`` without the peer, or with GANs only);
   - ``results``: one per category, model and setting, with ``category``, ``dataset``,
     ``model``, ``setting``, ``seeds``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
     ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``
@@ -49,7 +53,8 @@ Outputs in ``--out DIR``:
     ``model_p50``, ``model_p90``, ``backbone_p50``, ``peak_rss_mb``, ``peak_anon_mb``,
     ``bundle_mb``; and
     differences ours - peer: ``image_auroc_delta``, ``pixel_auroc_delta``, ``aupro_delta``;
-  - ``checks``: the issue's bars per case (``true``/``false``/``null`` = no figure);
+  - ``checks``: the issue's bars per case (``true``/``false``/``null`` = no figure; none
+    for the GANs, which the issue sets no bar for);
   - ``summary``: ``checks_passed``, ``checks_failed``, ``checks_without_figures``,
     ``wall_seconds``, ``within_budget``, ``budget_seconds``.
 

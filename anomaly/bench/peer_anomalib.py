@@ -1,8 +1,10 @@
 """anomalib 2.7 as the peer system (runs inside a bench worker, in anomalib's environment).
 
-The peer's torch models are used directly (``PatchcoreModel``, ``PadimModel``), fitted
-the way anomalib's Lightning modules fit them, without the Lightning ``Trainer`` (which
-adds a one-epoch training loop, loggers and callbacks around the same calls):
+The peer's torch models are used directly (``PatchcoreModel``, ``PadimModel``,
+``GanomalyModel``), fitted the way anomalib's Lightning modules fit them, without the
+Lightning ``Trainer`` (which adds a training loop, loggers and callbacks around the same
+calls); GANomaly is trained by the steps of its ``training_step`` (see
+:func:`train_ganomaly`) and gives no anomaly map, so it has no pixel metrics:
 
 * the model is built with ``pre_trained=False`` (anomalib would download weights) and
   its timm ``features_only`` backbone gets the same EfficientNet-Lite0 ImageNet weights
@@ -170,6 +172,74 @@ def layer_names(backbone: str, indices: list[int]) -> list[str]:
     return [info[i]["module"] for i in indices]
 
 
+def ganomaly_transform(size: tuple[int, int]) -> Any:
+    """The pre-processing anomalib gives GANomaly: its model's own configured transform."""
+    try:
+        from anomalib.models import Ganomaly
+
+        return Ganomaly.configure_pre_processor(image_size=size).transform
+    except (ImportError, AttributeError, TypeError):
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.Resize(size, antialias=True),
+                           v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+
+
+def train_ganomaly(images: Any, *, image_size: int, batch_size: int, epochs: int, n_features: int,
+                   latent_vec_size: int = 100, seed: int = 0) -> tuple[Any, int]:
+    """anomalib's ``GanomalyModel`` trained by the steps of its Lightning ``training_step``.
+
+    Generator: ``GeneratorLoss`` with its default weights 1 / 50 / 1; discriminator:
+    ``DiscriminatorLoss``; Adam (lr 0.0002, betas 0.5 / 0.999), as ``Ganomaly`` configures.
+
+    Args:
+        images: ``(N, 3, s, s)`` float tensor, prepared by :func:`ganomaly_transform`.
+        image_size: ``s``.
+        batch_size: Images per step.
+        epochs: Passes over ``images`` (in a seeded random order).
+        n_features: Width of the networks.
+        latent_vec_size: Size of the latent code.
+        seed: Seed of the initial weights and of the batch order.
+
+    Returns:
+        The model in eval mode and the number of steps taken.
+    """
+    import torch
+    from anomalib.models.image.ganomaly.loss import DiscriminatorLoss, GeneratorLoss
+    from anomalib.models.image.ganomaly.torch_model import GanomalyModel
+
+    torch.manual_seed(int(seed))
+    size = (int(image_size), int(image_size))
+    model = GanomalyModel(input_size=size, num_input_channels=3, n_features=int(n_features),
+                          latent_vec_size=int(latent_vec_size), extra_layers=0, add_final_conv_layer=True)
+    generator_loss, discriminator_loss = GeneratorLoss(1, 50, 1), DiscriminatorLoss()
+    betas = (0.5, 0.999)
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=0.0002, betas=betas)
+    g_opt = torch.optim.Adam(model.generator.parameters(), lr=0.0002, betas=betas)
+    order_rng = torch.Generator().manual_seed(int(seed))
+    steps = 0
+    for _ in range(int(epochs)):
+        model.train()
+        order = torch.randperm(len(images), generator=order_rng)
+        for start in range(0, len(images), int(batch_size)):
+            batch = images[order[start : start + int(batch_size)]]
+            padded, fake, latent_i, latent_o = model(batch)
+            pred_real, _ = model.discriminator(padded)
+            pred_fake, _ = model.discriminator(fake)
+            g_loss = generator_loss(latent_i, latent_o, padded, fake, pred_real, pred_fake)
+            g_opt.zero_grad()
+            g_loss.backward(retain_graph=True)
+            g_opt.step()
+            pred_fake, _ = model.discriminator(fake.detach())
+            d_loss = discriminator_loss(pred_real, pred_fake)
+            d_opt.zero_grad()
+            d_loss.backward()
+            d_opt.step()
+            steps += 1
+    model.eval()
+    return model, steps
+
+
 class AnomalibSystem:
     """Fit and score anomalib's PatchCore or PaDiM torch model."""
 
@@ -190,6 +260,7 @@ class AnomalibSystem:
         self._pre_processor_cls = PreProcessor
         self._read = read_image
         self.model = None
+        self.model_name: str | None = None
         self.pre = None
 
     def versions(self) -> dict[str, str]:
@@ -211,8 +282,10 @@ class AnomalibSystem:
         (``coreset_ratio``, ``num_neighbors`` | ``n_features``).
         """
         torch = self._torch
+        if model == "ganomaly":
+            return self._fit_ganomaly(params, train, bundle_dir)
         if model not in self._classes:
-            raise ValueError(f"no anomalib counterpart for {model!r}; known: {sorted(self._classes)}")
+            raise ValueError(f"no anomalib counterpart for {model!r}; known: {sorted(self._classes)} and ganomaly")
         backbone = params.get("backbone", "efficientnet_lite0")
         names = layer_names(backbone, list(params["layers"]))
         torch.manual_seed(int(params.get("seed", 0)))
@@ -246,6 +319,7 @@ class AnomalibSystem:
         fit_seconds = time.perf_counter() - start
         net.eval()
         self.model = net
+        self.model_name = model
 
         buffer = io.BytesIO()
         torch.save(net.state_dict(), buffer)
@@ -274,8 +348,38 @@ class AnomalibSystem:
             "training": training,
         }
 
-    def score(self, path: str) -> tuple[float, np.ndarray, dict[str, float | None]]:
-        """Score one image file; return its raw score, its map at the image's size, timings (ms)."""
+    def _fit_ganomaly(self, params: dict[str, Any], train: list[str], bundle_dir: Path) -> dict[str, Any]:
+        """Train anomalib's GANomaly (``params``: ``image_size``, ``batch_size``, ``epochs``,
+        ``n_features``, ``latent_vec_size``, ``seed``) on ``train``; no backbone."""
+        torch = self._torch
+        size = int(params["image_size"])
+        transform = ganomaly_transform((size, size))
+        self.pre = self._pre_processor_cls(transform=transform)
+        start = time.perf_counter()
+        images = torch.cat([transform(self._read(p, as_tensor=True).unsqueeze(0)) for p in train], dim=0)
+        net, steps = train_ganomaly(images, image_size=size, batch_size=int(params["batch_size"]),
+                                    epochs=int(params["epochs"]), n_features=int(params["n_features"]),
+                                    latent_vec_size=int(params.get("latent_vec_size", 100)),
+                                    seed=int(params.get("seed", 0)))
+        fit_seconds = time.perf_counter() - start
+        self.model = net
+        self.model_name = "ganomaly"
+        buffer = io.BytesIO()
+        torch.save(net.state_dict(), buffer)
+        return {
+            "fit_seconds": round(fit_seconds, 3),
+            "model_load_seconds": 0.0,
+            "bundle_mb": round(len(buffer.getvalue()) / 1e6, 3),
+            "bundle_backbone_mb": 0.0,
+            "bundle_holds_backbone": False,
+            "params": dict(params),
+            "backbone": None,
+            "training": {"steps": steps, "epochs": int(params["epochs"])},
+        }
+
+    def score(self, path: str) -> tuple[float, np.ndarray | None, dict[str, float | None]]:
+        """Score one image file; return its raw score, its map at the image's size (``None``
+        for GANomaly, which has none), timings (ms)."""
         import cv2
 
         torch = self._torch
@@ -287,15 +391,21 @@ class AnomalibSystem:
             t2 = time.perf_counter()
             out = self.model(x)
             t3 = time.perf_counter()
-            self.model.feature_extractor(x)
-            t4 = time.perf_counter()
+            if self.model_name == "ganomaly":
+                t4 = None
+            else:
+                self.model.feature_extractor(x)
+                t4 = time.perf_counter()
         timings = {
             "e2e_ms": (t3 - t0) * 1e3,
             "model_ms": (t3 - t2) * 1e3,
             "decode_ms": (t1 - t0) * 1e3,
             "preprocess_ms": (t2 - t1) * 1e3,
-            "backbone_ms": (t4 - t3) * 1e3,
+            "backbone_ms": None if t4 is None else (t4 - t3) * 1e3,
         }
+        if self.model_name == "ganomaly":
+            pred = out.pred_score if hasattr(out, "pred_score") else out
+            return float(pred.reshape(-1)[0]), None, timings
         amap = out.anomaly_map[0].reshape(out.anomaly_map.shape[-2:]).float().numpy()
         height, width = image.shape[-2:]
         amap = cv2.resize(amap, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)

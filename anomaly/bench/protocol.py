@@ -1,6 +1,6 @@
 """What is compared, and on which images: model settings and the seeded sub-sampling rules.
 
-Two comparisons per model:
+Two comparisons per model (PatchCore and PaDiM here; GANomaly and Skip-GANomaly below):
 
 * ``matched``: the same backbone weights, layers, input size (stretch to a square) and
   normalisation on both sides, and the same model settings: coreset ratio and neighbours
@@ -15,6 +15,15 @@ Two comparisons per model:
   ``layer1..3`` = the stride-4, 8 and 16 stages, 100 channels because anomalib has no
   default for this backbone) with its datamodule's training batch of 32. anomalib's PaDiM
   defaults are its matched configuration (the batch aside), so that run is shared.
+
+GANomaly and Skip-GANomaly (``--models ganomaly skip-ganomaly``; not in the default run,
+whose hour they would exceed) are compared with anomalib's GANomaly, trained by the steps
+of its ``training_step`` for the same number of epochs on the same images at the same
+input size (``gan_image_size``, 128 px by default; ``gan_epochs``, 15): ``matched`` gives
+anomalib our widths and batch (32 features, latent 100, batch 16), ``defaults`` its own
+(64 features, latent 100, batch 32; anomalib sets no epoch count, so the budget is shared).
+Ours may stop early on its held-out good images, which is part of its method. Both
+Skip-GANomaly comparisons reuse the anomalib run of GANomaly's (same configuration).
 
 Sub-sampling, identical for both systems, seeded: at most ``max_train`` training images,
 chosen as ``anomaly eval --limit-train`` chooses them (``numpy.random.default_rng(seed)
@@ -36,14 +45,21 @@ from anomaly.datasets import Sample
 #: The comparisons, in the order reports show them.
 SETTINGS = ("matched", "defaults")
 
-#: Models the bench knows how to compare (our registry name for each).
+#: Models the default run compares (our registry name for each).
 BENCH_MODELS = ("patchcore", "padim")
+#: Models compared with anomalib's GANomaly (run on request: each fit trains a GAN).
+GAN_MODELS = ("ganomaly", "skip-ganomaly")
 
 #: anomalib's own defaults that the ``defaults`` comparison uses.
 ANOMALIB_PATCHCORE_RATIO = 0.1
 ANOMALIB_NEIGHBOURS = 9
 ANOMALIB_PADIM_FEATURES = 100
 ANOMALIB_TRAIN_BATCH = 32
+ANOMALIB_GANOMALY_FEATURES = 64
+GAN_LATENT = 100
+#: Our GANomaly's width and batch (its defaults), given to anomalib in the matched comparison.
+GAN_FEATURES = 32
+GAN_BATCH = 16
 
 #: Our detectors' backbone stages (timm ``feature_info`` indices) for each model.
 PATCHCORE_LAYERS = (2, 3)
@@ -62,6 +78,8 @@ class ModelSetting:
             ``image_size``, ``batch_size``, and the model's own settings), or ``None``
             when the peer has no counterpart.
         peer_shared_with: A setting whose peer run this one reuses (same configuration).
+        peer_shared_model: The model whose peer run (of ``peer_shared_with``, or of this
+            setting) this one reuses; ``None`` = this model.
         peer_max_patches: Run the peer only when ``n_fit * patches per image`` is at most
             this (its budget), else record why it was skipped; ``None`` = always.
     """
@@ -71,6 +89,7 @@ class ModelSetting:
     ours: dict[str, Any]
     peer: dict[str, Any] | None
     peer_shared_with: str | None = None
+    peer_shared_model: str | None = None
     peer_max_patches: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -82,6 +101,8 @@ def model_settings(
     matched_coreset_ratio: float = 0.01,
     peer_defaults_max_patches: int | None = 40_000,
     seed: int = 0,
+    gan_image_size: int = 128,
+    gan_epochs: int = 15,
 ) -> list[ModelSetting]:
     """The comparisons for one model.
 
@@ -93,6 +114,8 @@ def model_settings(
             greedy loop over every training patch) runs only where the training patches
             are at most this many; ``None`` = everywhere.
         seed: Seed of every random choice on our side (the peer seeds torch with it).
+        gan_image_size: Square input of both GANs.
+        gan_epochs: Training epochs of both GANs (ours may stop earlier).
 
     Returns:
         One :class:`ModelSetting` per comparison, in :data:`SETTINGS` order.
@@ -133,6 +156,20 @@ def model_settings(
             ModelSetting("padim", "matched", matched_ours, peer),
             ModelSetting("padim", "defaults", ours_base, peer, peer_shared_with="matched",
                          notes=["anomalib's PaDiM defaults on this backbone are its matched configuration: run shared"]),
+        ]
+    if model in GAN_MODELS:
+        size, epochs = int(gan_image_size), int(gan_epochs)
+        ours = {"image_size": size, "max_epochs": epochs, "random_state": seed}
+        peer = {"model": "ganomaly", "image_size": size, "epochs": epochs, "latent_vec_size": GAN_LATENT}
+        shared = "ganomaly" if model != "ganomaly" else None
+        return [
+            ModelSetting(model, "matched", {**ours, "batch_size": GAN_BATCH, "n_features": GAN_FEATURES,
+                                            "latent_dim": GAN_LATENT},
+                         {**peer, "n_features": GAN_FEATURES, "batch_size": GAN_BATCH}, peer_shared_model=shared),
+            ModelSetting(model, "defaults", ours,
+                         {**peer, "n_features": ANOMALIB_GANOMALY_FEATURES, "batch_size": ANOMALIB_TRAIN_BATCH},
+                         peer_shared_model=shared,
+                         notes=["both sides at the shared input size and epoch budget; anomalib sets no epoch count"]),
         ]
     return [ModelSetting(model, s, {"random_state": seed} if s == "matched" else {}, None,
                          notes=["no anomalib counterpart wired into the bench yet"]) for s in SETTINGS]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from anomaly.bench.peer_anomalib import peer_python
-from anomaly.bench.protocol import BENCH_MODELS, SETTINGS, ModelSetting, model_settings, subsample_test, subsample_train
+from anomaly.bench.protocol import BENCH_MODELS, GAN_MODELS, SETTINGS, ModelSetting, model_settings, subsample_test, subsample_train
 from anomaly.bench.provenance import git_commit, machine_info
 from anomaly.bench.worker import BenchError, WorkerClient
 from anomaly.datasets import MVTecCategory, Sample, find_categories
@@ -68,6 +68,8 @@ class BenchConfig:
         matched_coreset_ratio: PatchCore coreset ratio of the matched comparison.
         peer_defaults_max_patches: anomalib's default PatchCore runs where the training
             patches are at most this many (its coreset loop is the budget); ``None`` = always.
+        gan_image_size: Square input of both systems' GANs (``--models ganomaly skip-ganomaly``).
+        gan_epochs: Training epochs of both systems' GANs.
         categories: Only these categories (folder name, or ``dataset/category``); all when empty.
         ours_python: Interpreter of our workers. Default: the peer's when it runs (both
             systems then load the same torch binaries from the same files, so the shared
@@ -86,6 +88,8 @@ class BenchConfig:
     image_size: int = 256
     matched_coreset_ratio: float = 0.01
     peer_defaults_max_patches: int | None = 40_000
+    gan_image_size: int = 128
+    gan_epochs: int = 15
     ours_python: str | None = None
     categories: tuple[str, ...] = ()
 
@@ -214,6 +218,8 @@ def _protocol(config: BenchConfig) -> dict[str, Any]:
         "image_size": config.image_size,
         "matched_coreset_ratio": config.matched_coreset_ratio,
         "peer_defaults_max_patches": config.peer_defaults_max_patches,
+        "gan_image_size": config.gan_image_size,
+        "gan_epochs": config.gan_epochs,
         "auroc_tolerance": AUROC_TOLERANCE,
         "warmup_calls": WARMUP_CALLS,
         "replicates": "one replicate per seed, each with its own sub-sample and seeded models on both sides; "
@@ -243,12 +249,15 @@ def _start_peer(config: BenchConfig, code_root: Path, probe_image: Path, logs: P
     if python is None:
         log.warning("bench: running ours only: %s", reason)
         return _Peer(None, reason)
-    layers = sorted({i for m in config.models for ms in model_settings(m) if ms.peer for i in ms.peer["layers"]})
+    layers = sorted({i for m in config.models for ms in model_settings(m) if ms.peer
+                     for i in ms.peer.get("layers", [])})
     try:
         with WorkerClient(python, "anomalib", logs / "anomalib-backbone-check.log", code_root) as worker:
+            hello = worker.hello
+            if not layers:  # GANs only: no pretrained backbone to compare
+                return _Peer(python, None, hello, None)
             check = worker.call({"op": "backbone_check", "backbone": "efficientnet_lite0", "layers": layers,
                                  "path": str(probe_image), "image_size": config.image_size})
-            hello = worker.hello
     except BenchError as exc:
         log.warning("bench: anomalib does not start: %s", exc)
         return _Peer(None, f"anomalib worker failed: {exc}")
@@ -288,8 +297,11 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
         entry["peer_skipped"] = "; ".join(ms.notes) or "no counterpart"
     elif peer.python is None:
         entry["peer_skipped"] = peer.reason
-    elif ms.peer_shared_with and (category.name, model, ms.peer_shared_with) in shared:
-        entry["peer"] = dict(shared[(category.name, model, ms.peer_shared_with)], shared_with=ms.peer_shared_with)
+    elif (ms.peer_shared_with or ms.peer_shared_model) and (
+            category.name, ms.peer_shared_model or model, ms.peer_shared_with or setting) in shared:
+        source_model, source_setting = ms.peer_shared_model or model, ms.peer_shared_with or setting
+        label = source_setting if source_model == model else f"{source_model}/{source_setting}"
+        entry["peer"] = dict(shared[(category.name, source_model, source_setting)], shared_with=label)
     elif ms.peer_max_patches is not None and len(first.train) * _patches_per_image(ms) > ms.peer_max_patches:
         n_patches = len(first.train) * _patches_per_image(ms)
         entry["peer_skipped"] = (
@@ -318,7 +330,8 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
 def _setting(config: BenchConfig, model: str, setting: str, seed: int) -> ModelSetting:
     found = [ms for ms in model_settings(model, image_size=config.image_size,
                                          matched_coreset_ratio=config.matched_coreset_ratio,
-                                         peer_defaults_max_patches=config.peer_defaults_max_patches, seed=seed)
+                                         peer_defaults_max_patches=config.peer_defaults_max_patches, seed=seed,
+                                         gan_image_size=config.gan_image_size, gan_epochs=config.gan_epochs)
              if ms.setting == setting]
     return found[0]
 
@@ -345,8 +358,9 @@ def _run_replicate(ours_python: str, category: MVTecCategory, replicate: _Replic
                                    "bundle_dir": str(bundles / stem)})}
         if run_peer:
             backbone = fits["ours"]["backbone"]
-            params = {**ms.peer, "backbone": backbone["name"], "mean": backbone["mean"], "std": backbone["std"],
-                      "seed": replicate.seed}
+            params = {**ms.peer, "seed": replicate.seed}
+            if backbone:  # the same pretrained backbone and normalisation on both sides
+                params.update(backbone=backbone["name"], mean=backbone["mean"], std=backbone["std"])
             worker = WorkerClient(peer.python, "anomalib", logs / f"{stem}-anomalib.log", code_root)
             clients.append(("peer", worker))
             fits["peer"] = worker.call({"op": "fit", "model": ms.model, "params": params, "train": train_paths,
@@ -489,6 +503,8 @@ def _checks(entry: dict[str, Any]) -> dict[str, bool | None]:
     ours, peer, ratios = entry["ours"], entry["peer"], entry["ratios"] or {}
     model, setting = entry["model"], entry["setting"]
     checks: dict[str, bool | None] = {}
+    if model not in BENCH_MODELS:  # the issue sets bars for PatchCore and PaDiM only
+        return checks
 
     def at_most(value: float | None, bar: float) -> bool | None:
         return None if value is None else bool(value <= bar)
@@ -565,4 +581,6 @@ def command_line(config: BenchConfig) -> str:
              "--seeds", *(str(seed) for seed in config.seeds), "--image-size", str(config.image_size),
              "--matched-coreset-ratio", str(config.matched_coreset_ratio),
              "--peer-defaults-max-patches", limit(config.peer_defaults_max_patches)]
+    if any(m in GAN_MODELS for m in config.models):
+        args += ["--gan-image-size", str(config.gan_image_size), "--gan-epochs", str(config.gan_epochs)]
     return shlex.join(args)

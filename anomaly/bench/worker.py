@@ -101,7 +101,11 @@ class AnonPeak:
 
 
 class _Accumulator:
-    """Scores, labels and compact maps of the scored test images, for the metrics."""
+    """Scores, labels and compact maps of the scored test images, for the metrics.
+
+    A system whose model gives no anomaly map (anomalib's GANomaly) passes ``None``: its
+    pixel metrics are then ``None`` with a note saying why.
+    """
 
     def __init__(self) -> None:
         self.scores: list[float] = []
@@ -109,15 +113,19 @@ class _Accumulator:
         self.types: list[str] = []
         self.stored: list[tuple[np.ndarray, np.ndarray | None, tuple[int, int]]] = []
         self.masks_available = True
+        self.maps_available = True
         self.total_pixels = 0
 
-    def add(self, sample: Sample, score: float, amap: np.ndarray) -> None:
-        mask = sample.read_mask(amap.shape)
-        if mask is None:
-            self.masks_available = False
+    def add(self, sample: Sample, score: float, amap: np.ndarray | None) -> None:
         self.scores.append(float(score))
         self.labels.append(int(sample.label))
         self.types.append(sample.defect_type)
+        if amap is None:
+            self.maps_available = False
+            return
+        mask = sample.read_mask(amap.shape)
+        if mask is None:
+            self.masks_available = False
         self.total_pixels += amap.size
         self.stored.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
 
@@ -126,7 +134,10 @@ class _Accumulator:
         from anomaly.metrics import image_auroc
 
         out: dict[str, Any] = {"image_auroc": image_auroc(self.labels, self.scores) if self.scores else None}
-        out.update(_pixel_report(self.stored, self.masks_available, self.total_pixels))
+        if not self.maps_available:
+            out.update({"pixel_auroc": None, "aupro": None, "pixel_metrics_note": "the model gives no anomaly map"})
+        else:
+            out.update(_pixel_report(self.stored, self.masks_available, self.total_pixels))
         return out
 
 

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="compare our detectors with anomalib's on MVTec-layout sets",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", type=Path, help="a folder of MVTec-layout categories (or one category)")
-    p.add_argument("--models", nargs="+", metavar="MODEL", help="our detectors (default: patchcore padim)")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="our detectors (default: patchcore padim; ganomaly and skip-ganomaly are compared with "
+                        "anomalib's GANomaly on request)")
     p.add_argument("--settings", nargs="+", metavar="SETTING", help="matched and/or defaults (default: both)")
     p.add_argument("--categories", nargs="+", metavar="NAME",
                    help="only these categories (folder name or dataset/category; default: all under ROOT)")
@@ -57,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peer-defaults-max-patches", type=_limit, default=40_000, metavar="N",
                    help="run anomalib's default PatchCore (10%% coreset) only where the training patches are at "
                         "most N (default 40000; 'all' = everywhere: tens of minutes per large set)")
+    p.add_argument("--gan-image-size", type=int, default=128,
+                   help="square input of both systems' GANs (--models ganomaly skip-ganomaly; default 128)")
+    p.add_argument("--gan-epochs", type=int, default=15, help="training epochs of both systems' GANs (default 15)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -83,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         matched_coreset_ratio=args.matched_coreset_ratio,
         peer_defaults_max_patches=args.peer_defaults_max_patches,
+        gan_image_size=args.gan_image_size,
+        gan_epochs=args.gan_epochs,
     )
     # A stopped run (SIGTERM) unwinds like Ctrl-C: workers are closed and the outputs so far
     # written, with ``complete: false``.
