@@ -32,8 +32,11 @@ def _num(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def _pair(ours: Any, peer: Any, fmt=_f) -> str:
-    return fmt(ours) if peer is None else f"{fmt(ours)} / {fmt(peer)}"
+def _pair(ours: Any, peer: Any, fmt=_f, has_peer: bool | None = None) -> str:
+    """``ours / peer``; ``ours`` alone where no peer ran (``has_peer`` false, or ``peer`` None)."""
+    if has_peer is None:
+        has_peer = peer is not None
+    return f"{fmt(ours)} / {fmt(peer)}" if has_peer else fmt(ours)
 
 
 def _cost(ours: float | None, peer: float | None, ratio: float | None) -> str:
@@ -97,9 +100,9 @@ def markdown(doc: dict[str, Any]) -> str:
             pg = (lambda *k: _get(p, *k)) if p else (lambda *k: None)
             lines.append("| " + " | ".join([
                 e["category"], e["model"], f"{e['n_fit']} / {e['n_test']}",
-                _pair(o.get("image_auroc"), pg("image_auroc")),
-                _pair(o.get("pixel_auroc"), pg("pixel_auroc")),
-                _pair(o.get("aupro"), pg("aupro")),
+                _pair(o.get("image_auroc"), pg("image_auroc"), has_peer=p is not None),
+                _pair(o.get("pixel_auroc"), pg("pixel_auroc"), has_peer=p is not None),
+                _pair(o.get("aupro"), pg("aupro"), has_peer=p is not None),
                 _cost(o.get("fit_seconds"), pg("fit_seconds"), r.get("fit_seconds")),
                 _cost(_get(o, "latency_ms", "p50"), pg("latency_ms", "p50"), r.get("latency_p50")),
                 _cost(_get(o, "latency_ms", "p90"), pg("latency_ms", "p90"), r.get("latency_p90")),

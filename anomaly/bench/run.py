@@ -402,12 +402,12 @@ ACCURACY_KEYS = ("image_auroc", "pixel_auroc", "aupro")
 
 def _mean(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
-    return round(float(np.mean(values)), 4) if values else None
+    return round(float(np.mean(values)), 6) if values else None
 
 
 def _std(values: list[float | None]) -> float | None:
     values = [v for v in values if v is not None]
-    return round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None
+    return round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else None
 
 
 def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
