@@ -181,6 +181,17 @@ def test_replicates_combine_as_documented():
     assert one["image_auroc"] == pytest.approx(0.7) and one["image_auroc_std"] is None
 
 
+@pytest.mark.parametrize("change, match", [({"seeds": ()}, "seeds"), ({"seeds": (1, 1)}, "seeds"),
+                                           ({"gan_epochs": 0}, "gan_epochs"), ({"max_test": 0}, "max_test")])
+def test_bad_bench_configuration_is_refused_before_anything_runs(tmp_path, change, match):
+    from anomaly.bench import BenchConfig, run_bench
+    from anomaly.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=match):
+        run_bench(BenchConfig(root=tmp_path, out=tmp_path / "out", peer=None, **change))
+    assert not (tmp_path / "out").exists()
+
+
 def test_subsampling_is_seeded_and_stratified():
     paths = [f"{i:03d}.png" for i in range(50)]
     assert subsample_train(paths, 10, 0) == subsample_train(paths, 10, 0)
