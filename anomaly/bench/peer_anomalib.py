@@ -241,7 +241,7 @@ def train_ganomaly(images: Any, *, image_size: int, batch_size: int, epochs: int
 
 
 class AnomalibSystem:
-    """Fit and score anomalib's PatchCore or PaDiM torch model."""
+    """Fit and score anomalib's PatchCore, PaDiM or GANomaly torch model."""
 
     name = "anomalib"
 
@@ -283,7 +283,7 @@ class AnomalibSystem:
         """
         torch = self._torch
         if model == "ganomaly":
-            return self._fit_ganomaly(params, train, bundle_dir)
+            return self._fit_ganomaly(params, train)
         if model not in self._classes:
             raise ValueError(f"no anomalib counterpart for {model!r}; known: {sorted(self._classes)} and ganomaly")
         backbone = params.get("backbone", "efficientnet_lite0")
@@ -348,7 +348,7 @@ class AnomalibSystem:
             "training": training,
         }
 
-    def _fit_ganomaly(self, params: dict[str, Any], train: list[str], bundle_dir: Path) -> dict[str, Any]:
+    def _fit_ganomaly(self, params: dict[str, Any], train: list[str]) -> dict[str, Any]:
         """Train anomalib's GANomaly (``params``: ``image_size``, ``batch_size``, ``epochs``,
         ``n_features``, ``latent_vec_size``, ``seed``) on ``train``; no backbone."""
         torch = self._torch

@@ -426,16 +426,12 @@ def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [f.get(key) for f in finishes if f.get(key) is not None]
         return max(values) if values else None
 
-    def median(values: list[float | None]) -> float | None:
-        values = [v for v in values if v is not None]
-        return round(float(np.median(values)), 3) if values else None
-
     fig: dict[str, Any] = {key: _mean([f.get(key) for f in finishes]) for key in ACCURACY_KEYS}
     fig.update({f"{key}_std": _std([f.get(key) for f in finishes]) for key in ACCURACY_KEYS})
     fig.update({
         "pixel_metrics_note": finishes[0].get("pixel_metrics_note"),
-        "fit_seconds": median([f["fit_seconds"] for f in fits]),
-        "model_load_seconds": median([f.get("model_load_seconds") for f in fits]),
+        "fit_seconds": _pct([f["fit_seconds"] for f in fits], 50),
+        "model_load_seconds": _pct([f.get("model_load_seconds") for f in fits], 50),
         "latency_ms": {"p50": _pct(col("e2e_ms"), 50), "p90": _pct(col("e2e_ms"), 90)},
         "model_ms": {"p50": _pct(col("model_ms"), 50), "p90": _pct(col("model_ms"), 90)},
         "decode_ms_p50": _pct(col("decode_ms"), 50),

@@ -13,10 +13,10 @@ from anomaly.features.backbone import FeatureExtractor
 from anomaly.features.patches import aggregate
 from anomaly.features.preprocess import prepare_batch
 from anomaly.geometry import Geometry, Placement
+from anomaly.imageio import ImageLike
 
 #: Where the feature grid's cell (0, 0) sits (see :attr:`BackboneDetector.feature_origin`).
 GRID_ORIGINS = ("layer", "input")
-from anomaly.imageio import ImageLike
 
 
 class BackboneDetector(Detector):
@@ -31,10 +31,9 @@ class BackboneDetector(Detector):
     _backbone_sha256: str | None = None
     _backbone_offsets: list | None = None
 
-    grid_origin: str = "input"
-
     def _validate_common(self) -> None:
-        self._validate_grid_origin()
+        if self.grid_origin not in GRID_ORIGINS:
+            raise InvalidParameterError(f"grid_origin must be one of {GRID_ORIGINS}, got {self.grid_origin!r}")
         if int(self.batch_size) < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
         if int(self.patch_size) < 1 or int(self.patch_size) % 2 == 0:
@@ -109,10 +108,6 @@ class BackboneDetector(Detector):
         matching = [i for i, r in enumerate(ext.reductions) if int(r) == stride]
         dy, dx = ext.offsets[matching[0] if matching else 0]
         return (float(dy), float(dx))
-
-    def _validate_grid_origin(self) -> None:
-        if self.grid_origin not in GRID_ORIGINS:
-            raise InvalidParameterError(f"grid_origin must be one of {GRID_ORIGINS}, got {self.grid_origin!r}")
 
     @property
     def feature_grid(self) -> tuple[int, int]:
