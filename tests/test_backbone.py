@@ -81,7 +81,7 @@ def test_local_weights_file_is_used(tmp_path, monkeypatch):
     assert ext.channels == [128, 256]
 
 
-def test_folded_batch_norms_give_the_same_features_as_the_plain_network():
+def test_folded_channels_last_network_gives_the_same_features_as_the_plain_one():
     ext = FeatureExtractor("efficientnet_lite0", [1, 2, 3])
     assert ext.folded_batchnorms == 33
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ext.model.modules())
@@ -93,6 +93,8 @@ def test_folded_batch_norms_give_the_same_features_as_the_plain_network():
         expected = plain.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
     for got, want in zip(ext(x), expected):
         assert got.shape == want.shape
+        assert got.is_contiguous(memory_format=torch.channels_last) and not want.is_contiguous(
+            memory_format=torch.channels_last)
         assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
 
 
