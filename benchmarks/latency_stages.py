@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             t = lap("backbone", t)
             feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(det.patch_size),
                               out_stride=det.feature_stride, grid=det.feature_grid,
-                              channels_per_layer=det._channels_per_layer, origin=det.feature_origin)
+                              channels_per_layer=det._channels_per_layer, origin=det.feature_origin,
+                              sampling=det.coarse_sampling)
             t = lap("aggregate", t)
         n, dim, h, w = feats.shape
         queries = feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy()

@@ -120,7 +120,15 @@ def test_bench_with_anomalib(tiny_root, tmp_path):
         assert RATIO_KEYS <= set(r["ratios"])
         assert r["peer"]["image_auroc"] is not None
     by_case = {(r["model"], r["setting"]): r for r in doc["results"]}
-    assert by_case[("padim", "defaults")]["peer"]["shared_with"] == "matched"
+    # Matched PaDiM: anomalib keeps the channels ours drew for the seed; defaults: its own draw.
+    from anomaly.detectors.padim import channel_subset
+
+    padim = by_case[("padim", "matched")]["peer"]
+    seed = padim["replicates"][0]["seed"]  # the one whose fit "training" describes
+    assert padim["training"]["channel_index"] == channel_subset(24 + 40 + 112, 100, seed).tolist()
+    own = by_case[("padim", "defaults")]["peer"]
+    assert "shared_with" not in own and own["training"]["channels_of_seed"] is None
+    assert own["training"]["channel_index"] != padim["training"]["channel_index"]
     matched = by_case[("patchcore", "matched")]
     assert matched["peer"]["backbone"]["layers"] == ["blocks.2", "blocks.4"]
     assert matched["peer"]["backbone"]["weights_sha256"] == matched["ours"]["backbone"]["weights_sha256"]

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from anomaly.bundle import FORMAT_VERSION, load_bundle, save_bundle
 from anomaly.detectors.registry import create_detector
@@ -44,6 +45,27 @@ def test_bundle_from_before_the_grid_origin_keeps_the_input_anchored_grid(fitted
     assert fitted.grid_origin == "layer" and fitted.feature_origin != (0.0, 0.0)
     reloaded = load_bundle(save_bundle(fitted, tmp_path / "new") and tmp_path / "new").detector
     assert reloaded.grid_origin == "layer"
+
+
+def test_padim_bundle_from_before_the_coarse_sampling_keeps_bilinear_sampling(good_parts, tmp_path):
+    # Its Gaussians were fitted on bilinearly sampled coarser layers; scoring must sample
+    # them the same way, not with PaDiM's new nearest-cell default.
+    old = create_detector("padim", {"image_size": 64, "coarse_sampling": "linear"}).fit(good_parts)
+    save_bundle(old, tmp_path / "b")
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["params"]["coarse_sampling"], manifest["state"]["coarse_sampling"]
+    path.write_text(json.dumps(manifest))
+    loaded = load_bundle(tmp_path / "b").detector
+    assert loaded.coarse_sampling == "linear"
+    np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
+    new = create_detector("padim", {"image_size": 64}).fit(good_parts)
+    assert new.coarse_sampling == "nearest"
+    reloaded = load_bundle(save_bundle(new, tmp_path / "new") and tmp_path / "new").detector
+    assert reloaded.coarse_sampling == "nearest"
+    np.testing.assert_allclose(reloaded.score(good_parts[:2]).scores, new.score(good_parts[:2]).scores, rtol=1e-5)
+    # The two samplings give other features (the stride-16 layer's columns of the grid).
+    assert not torch.allclose(new._features(good_parts[:1])[0], loaded._features(good_parts[:1])[0], rtol=1e-3)
 
 
 def test_tampered_file_refused(fitted, tmp_path):

@@ -50,6 +50,22 @@ def test_resample_puts_cells_at_their_measured_centres():
     np.testing.assert_allclose(out[0, 0, 0].numpy(), np.clip(xs, 0, 7), atol=1e-4)
 
 
+def test_nearest_sampling_takes_the_coarse_cell_whose_centre_is_nearest():
+    # Coarse cell k (stride 16) is centred on 16 k + 8; fine-grid cell i (stride 8, origin 3)
+    # on 8 i + 3. Nearest: k = round((8 i + 3 - 8) / 16), clipped; the values are the
+    # layer's own, no blend.
+    feat = torch.arange(8, dtype=torch.float32).repeat(1, 1, 8, 1)  # value = column index
+    out = resample(feat, in_stride=16, in_offset=(8.0, 8.0), out_stride=8, grid=(4, 16), origin=(3.0, 3.0),
+                   sampling="nearest")
+    expected = np.clip(np.floor((np.arange(16) * 8 + 3 - 8) / 16 + 0.5), 0, 7)
+    np.testing.assert_array_equal(out[0, 0, 0].numpy(), expected)
+    np.testing.assert_array_equal(expected[:6], [0, 0, 1, 1, 2, 2])
+    # Finer layers are still averaged and interpolated: "nearest" is for coarser ones.
+    fine = torch.randn(1, 2, 16, 16)
+    kwargs = dict(in_stride=4, in_offset=(1.5, 1.5), out_stride=8, grid=(8, 8), origin=(3.0, 3.0))
+    torch.testing.assert_close(resample(fine, **kwargs, sampling="nearest"), resample(fine, **kwargs))
+
+
 def test_patchcore_rejects_a_bad_channel_cap():
     with pytest.raises(InvalidParameterError, match="channels_per_layer"):
         create_detector("patchcore", {"channels_per_layer": 0}).fit([np.zeros((32, 32), np.uint8)] * 2)
@@ -59,6 +75,14 @@ def test_patchcore_rejects_a_bad_channel_cap():
 def test_patchcore_grid_stride_must_be_a_multiple_of_the_finest_layer(grid_stride):
     with pytest.raises(InvalidParameterError, match="grid_stride"):
         create_detector("patchcore", {"grid_stride": grid_stride, "image_size": 64}).fit([np.zeros((64, 64), np.uint8)] * 2)
+
+
+@pytest.mark.parametrize("model", ["patchcore", "padim"])
+@pytest.mark.parametrize("params", [{"coarse_sampling": "cubic"}, {"grid_origin": "centre"}])
+def test_unknown_grid_options_are_refused(model, params):
+    key = next(iter(params))
+    with pytest.raises(InvalidParameterError, match=key):
+        create_detector(model, {**params, "image_size": 64}).fit([np.zeros((64, 64), np.uint8)] * 2)
 
 
 @pytest.mark.parametrize("size, stride", [(256, 16), ((256, 640), 16), (255, 8), ((128, 512), 8)])
@@ -90,15 +114,20 @@ def test_patchcore_grid_scores_and_maps_at_full_size(grid_stride, grid):
     ([(13, 37), (7, 19)], [8, 16], 8, (13, 37), 5, (0.0, 0.0)),  # odd sizes: borders on every side
     ([(20, 12)], [4], 16, (5, 3), 1, (1.5, -2.0)),
 ])
-def test_aggregate_equals_its_pooling_and_grid_sample_definition(shapes, strides, out_stride, grid, patch_size, origin):
+@pytest.mark.parametrize("sampling", ["linear", "nearest"])
+def test_aggregate_equals_its_pooling_and_grid_sample_definition(shapes, strides, out_stride, grid, patch_size, origin,
+                                                                 sampling):
     torch.manual_seed(0)
     layers = [torch.randn(3, 5 + k, h, w) for k, (h, w) in enumerate(shapes)]
     offsets = [(-3.6, -3.25), (-4.04, -4.97)][: len(shapes)]
     kwargs = dict(strides=strides, offsets=offsets, patch_size=patch_size, out_stride=out_stride, grid=grid,
-                  origin=origin)
+                  origin=origin, sampling=sampling)
     fast = aggregate(layers, **kwargs)
     assert fast.shape == (3, sum(5 + k for k in range(len(shapes))), *grid)
     torch.testing.assert_close(fast, aggregate_reference(layers, **kwargs), atol=1e-5, rtol=1e-5)
+    # The backbone hands its layers over channels-last: the same numbers, another memory order.
+    channels_last = [feat.contiguous(memory_format=torch.channels_last) for feat in layers]
+    torch.testing.assert_close(aggregate(channels_last, **kwargs), fast, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("grid, size, stride, sigma, origin", [

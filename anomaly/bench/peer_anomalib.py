@@ -301,6 +301,15 @@ class AnomalibSystem:
         else:
             net = self._classes[model](backbone=backbone, layers=names, pre_trained=False,
                                        n_features=int(params["n_features"]))
+            if params.get("channels_of_seed") is not None:
+                # Matched: the channels our PaDiM draws for this seed, so that both fit the
+                # same Gaussians and differ by implementation only (the order of the
+                # channels does not change a Mahalanobis distance).
+                from anomaly.detectors.padim import channel_subset
+
+                index = channel_subset(int(net.n_features_original), int(params["n_features"]),
+                                       int(params["channels_of_seed"]))
+                net.idx = torch.as_tensor(index, dtype=net.idx.dtype)
         digest = load_backbone(net.feature_extractor, backbone)
         load_seconds = time.perf_counter() - load_start
         self.pre = self._pre_processor(int(params["image_size"]), list(params["mean"]), list(params["std"]))
@@ -336,6 +345,8 @@ class AnomalibSystem:
             training["feature_dim"] = int(net.memory_bank.shape[1])
         else:
             training["n_features"] = int(net.n_features)
+            training["channel_index"] = sorted(int(i) for i in net.idx.tolist())
+            training["channels_of_seed"] = params.get("channels_of_seed")
         return {
             "fit_seconds": round(fit_seconds, 3),
             "model_load_seconds": round(load_seconds, 3),

@@ -10,7 +10,7 @@ import torch
 from anomaly.detectors.base import Detector
 from anomaly.errors import InvalidParameterError
 from anomaly.features.backbone import FeatureExtractor
-from anomaly.features.patches import aggregate
+from anomaly.features.patches import SAMPLINGS, aggregate
 from anomaly.features.preprocess import prepare_batch
 from anomaly.geometry import Geometry, Placement
 from anomaly.imageio import ImageLike
@@ -34,6 +34,8 @@ class BackboneDetector(Detector):
     def _validate_common(self) -> None:
         if self.grid_origin not in GRID_ORIGINS:
             raise InvalidParameterError(f"grid_origin must be one of {GRID_ORIGINS}, got {self.grid_origin!r}")
+        if self.coarse_sampling not in SAMPLINGS:
+            raise InvalidParameterError(f"coarse_sampling must be one of {SAMPLINGS}, got {self.coarse_sampling!r}")
         if int(self.batch_size) < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
         if int(self.patch_size) < 1 or int(self.patch_size) % 2 == 0:
@@ -56,10 +58,11 @@ class BackboneDetector(Detector):
         return self.extractor.info.to_dict()
 
     def _backbone_state(self) -> dict[str, Any]:
-        """What a bundle needs to rebuild the same backbone and grid: weights hash, offsets, grid origin."""
+        """What a bundle needs to rebuild the same backbone and grid: weights hash, offsets, grid
+        origin, sampling of the coarser layers."""
         info = self.extractor.info
         return {"backbone_sha256": info.weights_sha256, "backbone_offsets": [list(o) for o in info.offsets],
-                "grid_origin": self.grid_origin}
+                "grid_origin": self.grid_origin, "coarse_sampling": self.coarse_sampling}
 
     def _set_backbone_from_meta(self, meta: dict[str, Any]) -> None:
         self._backbone_sha256 = meta.get("backbone_sha256")
@@ -67,6 +70,8 @@ class BackboneDetector(Detector):
         # Bundles written before the grid origin was a parameter were fitted on the
         # input-anchored grid; they keep it, so their banks and features still agree.
         self.grid_origin = meta.get("grid_origin", "input")
+        # Likewise the coarser layers' sampling, bilinear before it was a parameter.
+        self.coarse_sampling = meta.get("coarse_sampling", "linear")
         self._extractor = None
 
     @property
@@ -124,5 +129,6 @@ class BackboneDetector(Detector):
             layers = ext(batch)
             feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
                               out_stride=self.feature_stride, grid=self.feature_grid,
-                              channels_per_layer=self._channels_per_layer, origin=self.feature_origin)
+                              channels_per_layer=self._channels_per_layer, origin=self.feature_origin,
+                              sampling=self.coarse_sampling)
         return feats, placements

@@ -72,6 +72,9 @@ class PatchCore(BackboneDetector):
             (receptive-field centres) of the layer whose stride it has, which are used as
             they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
             interpolated to it (the only grid before this option; bundles from then keep it).
+        coarse_sampling: How the layers coarser than the feature grid are sampled at its
+            cells: ``"linear"`` (default; bilinear, as PatchCore's own code resizes its
+            deeper layer) or ``"nearest"`` (the cell whose receptive-field centre is nearest).
         coreset_ratio: Fraction of training patches kept in the memory bank.
         max_bank_size: Cap on the bank size (bounds scoring time and memory).
         projection_dim: Random-projection dimension for the coreset distances.
@@ -104,6 +107,7 @@ class PatchCore(BackboneDetector):
         batch_size: int = 16,
         random_state: int = 0,
         grid_origin: str = "layer",
+        coarse_sampling: str = "linear",
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -122,6 +126,7 @@ class PatchCore(BackboneDetector):
         self.batch_size = batch_size
         self.random_state = random_state
         self.grid_origin = grid_origin
+        self.coarse_sampling = coarse_sampling
 
     def _validate_params(self) -> None:
         self._validate_common()
