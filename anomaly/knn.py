@@ -95,8 +95,9 @@ class NearestNeighbours:
         """
         q = torch.from_numpy(queries)
         with torch.inference_mode():
-            partial = q @ self._bank_t  # (n, m)
-            partial.mul_(-2.0).add_(self._bank_sq)
+            # |b|^2 - 2 q.b in one GEMM call (the bias broadcast along the rows): no extra
+            # passes over the (n, m) product.
+            partial = torch.addmm(self._bank_sq, q, self._bank_t, alpha=-2.0)  # (n, m)
             best, idx = partial.min(dim=1)
             sq = best + (q * q).sum(dim=1)
         return sq.numpy()[:, None].copy(), idx.numpy()[:, None].astype(np.int64)

@@ -37,9 +37,11 @@ def test_small_batch_path_agrees_with_faiss_and_survives_save_and_load(tmp_path)
     dist, idx = NearestNeighbours().load(tmp_path / "bank.faiss").search(queries, 1)
     np.testing.assert_array_equal(idx, faiss_idx)
     np.testing.assert_allclose(dist, np.sqrt(sq), rtol=1e-5, atol=1e-5)
-    # A query equal to a bank vector is at distance zero (clamped, never NaN).
+    # A query equal to a bank vector is at distance zero (clamped, never NaN), up to the
+    # rounding of |q|^2 + |b|^2 - 2 q.b at |b|^2 ~ 50 (float32: ~1e-5), which the square
+    # root lifts to a few 1e-3.
     d0, i0 = ours.search(bank[[5]], 1)
-    assert i0[0, 0] == 5 and d0[0, 0] == pytest.approx(0.0, abs=1e-3)
+    assert i0[0, 0] == 5 and d0[0, 0] == pytest.approx(0.0, abs=1e-2)
 
 
 def test_several_neighbours_and_hnsw_still_come_from_faiss():

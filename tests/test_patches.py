@@ -167,9 +167,25 @@ def test_map_of_a_one_cell_peak_lands_on_that_cell_centre():
     np.random.default_rng(2).integers(0, 65536, (24, 40), dtype=np.uint16),
     np.random.default_rng(3).integers(0, 65536, (24, 40, 3), dtype=np.uint16),
 ])
-def test_lookup_normalisation_equals_scaling_and_standardising(image):
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_lookup_normalisation_equals_scaling_and_standardising(image, layout):
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    out = np.empty((3, 24, 40), np.float32)
+    if layout == "channels_first":
+        out = np.empty((3, 24, 40), np.float32)
+    else:  # what prepare_batch hands over: a channel-first view of interleaved pixels
+        out = np.full((24, 40, 3), np.nan, np.float32).transpose(2, 0, 1)
     normalise_into(out, image, mean, std)
     expected = ((to_float_rgb(image) - mean) / std).transpose(2, 0, 1)
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_prepared_batch_is_channels_last_for_the_backbone():
+    from anomaly.geometry import Geometry
+    from anomaly.features.preprocess import prepare_batch
+
+    images = [np.random.default_rng(k).integers(0, 256, (48, 80) if k else (48, 80, 3), dtype=np.uint8)
+              for k in range(2)]
+    batch, _ = prepare_batch(images, Geometry.from_params(32, "stretch", None), np.full(3, 0.5), np.full(3, 0.5))
+    assert batch.shape == (2, 3, 32, 32) and np.isfinite(batch).all()
+    assert torch.from_numpy(batch).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(batch[1, 0], batch[1, 2])  # gray: three equal channels

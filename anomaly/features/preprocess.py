@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from anomaly.errors import InvalidImageError
@@ -31,11 +32,13 @@ def prepare_batch(
         std: ``(3,)`` normalisation std (RGB).
 
     Returns:
-        ``(N, 3, h, w)`` float32 batch and one :class:`Placement` per image (to bring
-        maps back to each image's own coordinates).
+        ``(N, 3, h, w)`` float32 batch, stored channels-last (a transposed view of an
+        ``(N, h, w, 3)`` array, the layout the backbone runs in: ``torch.from_numpy`` of it
+        is channels-last contiguous), and one :class:`Placement` per image (to bring maps
+        back to each image's own coordinates).
     """
     h, w = geometry.size
-    batch = np.empty((len(images), 3, h, w), dtype=np.float32)
+    batch = np.empty((len(images), h, w, 3), dtype=np.float32).transpose(0, 3, 1, 2)
     placements = []
     for i, source in enumerate(images):
         image = as_image(source)
@@ -48,14 +51,18 @@ def prepare_batch(
 
 
 def normalise_into(out: np.ndarray, image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-    """Write ``(image / full_scale - mean) / std`` channel-first into ``out``.
+    """Write ``(image / full_scale - mean) / std`` into ``out``, seen channel-first.
 
-    Integer images go through one lookup table per channel (every possible level's
-    normalised value), which writes the channel-first layout directly and costs a third
-    of scaling, subtracting, dividing and transposing a float copy.
+    Integer images go through a lookup table (every possible level's normalised value, per
+    channel), which costs a third of scaling, subtracting, dividing and transposing a float
+    copy. Into a channels-last ``out`` (as :func:`prepare_batch` makes), 8-bit images take
+    one ``cv2.LUT`` call over the interleaved pixels: 0.12 to 0.19 ms for 256 x 256 on the
+    2-core machine, against 0.19 to 0.43 ms for three per-channel lookups plus 0.07 ms to
+    reorder their planes for the backbone.
 
     Args:
-        out: ``(3, h, w)`` float32 destination.
+        out: ``(3, h, w)`` float32 destination, channel-first or a transposed view of an
+            ``(h, w, 3)`` array.
         image: ``(h, w)`` gray or ``(h, w, 3)`` RGB, uint8 or uint16.
         mean: ``(3,)`` normalisation mean (RGB).
         std: ``(3,)`` normalisation std (RGB).
@@ -63,9 +70,23 @@ def normalise_into(out: np.ndarray, image: np.ndarray, mean: np.ndarray, std: np
     if image.dtype not in (np.uint8, np.uint16):
         # The loader's canonical form (anomaly.imageio.canonical) is always one of the two.
         raise InvalidImageError(f"expected a uint8 or uint16 image, got {image.dtype}")
-    lut = _normalisation_table(image.dtype == np.uint16, tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    key = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    interleaved = out.transpose(1, 2, 0)
+    if image.dtype == np.uint8 and interleaved.flags.c_contiguous:
+        rgb = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        cv2.LUT(rgb, _interleaved_table(*key), dst=interleaved)
+        return
+    lut = _normalisation_table(image.dtype == np.uint16, *key)
     for c in range(3):
         np.take(lut[c], image if image.ndim == 2 else image[:, :, c], out=out[c])
+
+
+@functools.lru_cache(maxsize=8)
+def _interleaved_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``(256, 1, 3)`` float32: :func:`_normalisation_table` of 8-bit levels as ``cv2.LUT`` wants it."""
+    table = np.ascontiguousarray(_normalisation_table(False, mean, std).T.reshape(256, 1, 3))
+    table.setflags(write=False)
+    return table
 
 
 @functools.lru_cache(maxsize=8)
