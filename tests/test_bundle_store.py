@@ -29,17 +29,23 @@ def test_manifest_records_what_it_must(fitted, tmp_path):
     assert set(manifest["files"]) == {"state.npz", "bank.faiss"}
 
 
+def _saved_without(detector, key: str, directory):
+    """Save ``detector``, drop ``key`` from the manifest's parameters and state (a bundle
+    written before the parameter existed), and load it back."""
+    save_bundle(detector, directory)
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["params"][key], manifest["state"][key]
+    path.write_text(json.dumps(manifest))
+    return load_bundle(directory).detector
+
+
 def test_bundle_from_before_the_grid_origin_keeps_the_input_anchored_grid(fitted, good_parts, tmp_path):
     # A bundle written before ``grid_origin`` existed has neither the parameter nor the
     # state key; its bank was built on the grid anchored at input pixel (0, 0), and it
     # must still be scored on that grid, not on the new default one.
     old = create_detector("patchcore", {"image_size": 64, "grid_origin": "input"}).fit(good_parts)
-    save_bundle(old, tmp_path / "b")
-    path = tmp_path / "b" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    del manifest["params"]["grid_origin"], manifest["state"]["grid_origin"]
-    path.write_text(json.dumps(manifest))
-    loaded = load_bundle(tmp_path / "b").detector
+    loaded = _saved_without(old, "grid_origin", tmp_path / "b")
     assert loaded.grid_origin == "input" and loaded.feature_origin == (0.0, 0.0)
     np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
     assert fitted.grid_origin == "layer" and fitted.feature_origin != (0.0, 0.0)
@@ -51,12 +57,7 @@ def test_padim_bundle_from_before_the_coarse_sampling_keeps_bilinear_sampling(go
     # Its Gaussians were fitted on bilinearly sampled coarser layers; scoring must sample
     # them the same way, not with PaDiM's new nearest-cell default.
     old = create_detector("padim", {"image_size": 64, "coarse_sampling": "linear"}).fit(good_parts)
-    save_bundle(old, tmp_path / "b")
-    path = tmp_path / "b" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    del manifest["params"]["coarse_sampling"], manifest["state"]["coarse_sampling"]
-    path.write_text(json.dumps(manifest))
-    loaded = load_bundle(tmp_path / "b").detector
+    loaded = _saved_without(old, "coarse_sampling", tmp_path / "b")
     assert loaded.coarse_sampling == "linear"
     np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
     new = create_detector("padim", {"image_size": 64}).fit(good_parts)
