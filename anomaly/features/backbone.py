@@ -105,11 +105,10 @@ class FeatureExtractor:
         for param in model.parameters():
             param.requires_grad_(False)
         self.folded_batchnorms = fold_batchnorm(model)
-        # Channels-last (NHWC) weights and activations: oneDNN's convolutions, depthwise ones
-        # above all, run without reordering to and from its blocked layout. On the 2-core
-        # machine, EfficientNet-Lite0's stages 0..3 at 256 px: 11.2 -> 9.0 ms for one image,
-        # 448 -> 210 ms for a batch of 16 (benchmarks/backbone_layout.py); features equal
-        # to float rounding (tested).
+        # Channels-last (NHWC) weights and activations, which torch's oneDNN convolutions
+        # run faster on this CPU: EfficientNet-Lite0's stages 0..3 at 256 px, 13.4 -> 8.8 ms
+        # for one image, 390 -> 174 ms for a batch of 16 on the 2-core machine
+        # (benchmarks/backbone_layout.py); features equal to float rounding (tested).
         model.to(memory_format=torch.channels_last)
         self.model = model
         if weights.key_scheme == "efficientnet_pytorch":
