@@ -210,9 +210,9 @@ class _AdversarialReconstruction(Detector):
         for start in progress(starts, desc=f"{self.name}: reading images") if show else starts:
             batch, where = prepare_batch(images[start : start + step], self.geometry, _MEAN, _STD)
             # The loader fills the batch channels-last, for the backbones; given that layout,
-            # torch would run the GANs' whole networks in it, and their transposed
-            # convolutions are slower there (anomaly bench at ee1d566: Skip-GANomaly scored
-            # hazelnut in 49 ms against 25 ms the run before).
+            # torch runs the GANs' whole networks in it, and they score slower there
+            # (anomaly bench at ee1d566: Skip-GANomaly hazelnut 49 ms; 28 ms in the plain
+            # layout at a2f9b6a).
             chunks.append(torch.from_numpy(np.ascontiguousarray(batch)))
             placements += where
         return torch.cat(chunks), placements
