@@ -13,6 +13,7 @@ from anomaly.bench.peer_anomalib import peer_python
 from anomaly.bench.protocol import model_settings, subsample_test, subsample_train
 from anomaly.cli.main import main
 from anomaly.datasets import Sample
+from anomaly.metrics import image_auroc
 from tests.conftest import REPO, make_part
 
 TOP_KEYS = {"schema", "complete", "command", "started", "finished", "wall_seconds", "machine", "commit", "packages",
@@ -20,7 +21,8 @@ TOP_KEYS = {"schema", "complete", "command", "started", "finished", "wall_second
 MACHINE_KEYS = {"cpu_count", "usable_cores", "cpu_model", "memory_gb", "platform", "python", "load_average",
                 "load_average_end"}
 RESULT_KEYS = {"category", "dataset", "model", "setting", "seeds", "n_train_total", "n_fit", "n_test_total", "n_test",
-               "n_test_defective", "notes", "ours", "peer", "peer_skipped", "ratios", "checks"}
+               "n_test_defective", "notes", "ours", "peer", "peer_skipped", "ratios", "checks", "test_sets",
+               "image_auroc_difference"}
 FIGURE_KEYS = {"image_auroc", "pixel_auroc", "aupro", "pixel_metrics_note", "fit_seconds", "model_load_seconds", "latency_ms", "model_ms",
                "decode_ms_p50", "preprocess_ms_p50", "backbone_ms_p50", "latency_over_backbone", "peak_rss_mb",
                "fit_peak_rss_mb", "import_rss_mb", "peak_anon_mb", "fit_peak_anon_mb", "import_anon_mb", "bundle_mb", "bundle_backbone_mb", "bundle_holds_backbone",
@@ -100,6 +102,12 @@ def test_bench_ours_only(tiny_root, tmp_path):
         reps = r["ours"]["replicates"]
         assert [rep["seed"] for rep in reps] == [0, 1]
         assert r["ours"]["image_auroc"] == pytest.approx(np.mean([rep["image_auroc"] for rep in reps]), abs=1e-4)
+        # The per-image record reproduces each seed's AUROC.
+        assert [t["seed"] for t in r["test_sets"]] == [0, 1] and r["image_auroc_difference"] is None
+        for rep, test_set in zip(reps, r["test_sets"]):
+            assert len(test_set["images"]) == len(test_set["labels"]) == len(rep["scores"]) == 6
+            assert all((tiny_root / "plate" / name).is_file() for name in test_set["images"])
+            assert image_auroc(test_set["labels"], rep["scores"]) == pytest.approx(rep["image_auroc"], abs=1e-6)
     md = (tmp_path / "out" / "bench.md").read_text()
     assert "## matched settings" in md and "## defaults settings" in md and "| plate | patchcore |" in md
     assert "## Image AUROC per seed" in md
@@ -119,6 +127,9 @@ def test_bench_with_anomalib(tiny_root, tmp_path):
         assert FIGURE_KEYS <= set(r["peer"]), r["setting"]
         assert RATIO_KEYS <= set(r["ratios"])
         assert r["peer"]["image_auroc"] is not None
+        diff = r["image_auroc_difference"]
+        assert diff["delta"] == pytest.approx(r["ratios"]["image_auroc_delta"], abs=1e-3)
+        assert diff["low"] <= diff["delta"] <= diff["high"] and diff["resamples"] == 2000
     by_case = {(r["model"], r["setting"]): r for r in doc["results"]}
     # Matched PaDiM: anomalib keeps the channels ours drew for the seed; defaults: its own draw.
     from anomaly.detectors.padim import channel_subset
@@ -168,7 +179,8 @@ def _run_record(seed: int, auroc: float, e2e: list[float], fit: float, rss: floa
     return {"seed": seed, "hello": {"torch_threads": 2},
             "fit": {"fit_seconds": fit, "bundle_mb": 1.0, "params": {}, "backbone": {}, "training": {}},
             "finish": {"image_auroc": auroc, "pixel_auroc": None, "aupro": None, "peak_rss_mb": rss},
-            "timings": [{"e2e_ms": v, "model_ms": v - 1.0, "decode_ms": 1.0, "backbone_ms": 5.0} for v in e2e]}
+            "timings": [{"score": v / 100, "e2e_ms": v, "model_ms": v - 1.0, "decode_ms": 1.0, "backbone_ms": 5.0}
+                        for v in e2e]}
 
 
 def test_replicates_combine_as_documented():
@@ -185,6 +197,7 @@ def test_replicates_combine_as_documented():
     assert fig["peak_rss_mb"] == 1100.0  # largest
     assert fig["latency_over_backbone"] == pytest.approx(14.0 / 5.0)
     assert [r["image_auroc"] for r in fig["replicates"]] == [0.8, 0.9, 1.0]
+    assert [r["scores"] for r in fig["replicates"]] == [[0.1, 0.12], [0.14, 0.16], [0.18]]
     one = _figures([_run_record(3, 0.7, [10.0], 2.0, 800.0)])
     assert one["image_auroc"] == pytest.approx(0.7) and one["image_auroc_std"] is None
 

@@ -33,7 +33,7 @@ def test_streaming_close_to_one_shot():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6000, 32)).astype(np.float32)
     one_shot = x[greedy_kcenter(x, 100, random_state=0)]
-    stream = StreamingCoreset(ratio=100 / 6000, max_size=1000, chunk_size=1000, projection_dim=0)
+    stream = StreamingCoreset(ratio=100 / 6000, max_size=1000, chunk_size=1000, projection_dim=0, exact_max_mb=0)
     for part in np.array_split(x, 12):
         stream.add(part)
     bank = stream.finalize()
@@ -52,7 +52,7 @@ def test_bank_cap_and_bad_ratio():
 def test_merge_and_reduce_bounds_the_pool_and_keeps_coverage():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(20_000, 16)).astype(np.float32)
-    stream = StreamingCoreset(ratio=0.5, max_size=50, chunk_size=500, oversample=2.0, projection_dim=0)
+    stream = StreamingCoreset(ratio=0.5, max_size=50, chunk_size=500, oversample=2.0, projection_dim=0, exact_max_mb=0)
     for part in np.array_split(x, 40):
         stream.add(part)
         kept = sum(len(k) for k in stream._kept)
@@ -66,7 +66,7 @@ def test_merge_and_reduce_bounds_the_pool_and_keeps_coverage():
 
 def test_uncapped_stream_keeps_its_ratio():
     x = np.random.default_rng(5).normal(size=(5000, 8)).astype(np.float32)
-    stream = StreamingCoreset(ratio=0.02, max_size=10**9, chunk_size=1000, oversample=1.0, projection_dim=0)
+    stream = StreamingCoreset(ratio=0.02, max_size=10**9, chunk_size=1000, oversample=1.0, projection_dim=0, exact_max_mb=0)
     for part in np.array_split(x, 7):
         stream.add(part)
     assert stream.finalize().shape == (100, 8)
@@ -78,7 +78,7 @@ def test_small_ratios_keep_enough_of_each_chunk_to_match_the_one_shot_selection(
     rng = np.random.default_rng(6)
     centres = rng.normal(0, 4, (400, 16))
     x = (centres[rng.integers(0, 400, 20_000)] + rng.normal(0, 0.3, (20_000, 16))).astype(np.float32)
-    stream = StreamingCoreset(ratio=0.01, max_size=10**9, chunk_size=2000, projection_dim=0)
+    stream = StreamingCoreset(ratio=0.01, max_size=10**9, chunk_size=2000, projection_dim=0, exact_max_mb=0)
     for part in np.array_split(x, 10):
         stream.add(part)
     assert len(stream.pool()) == 10 * 400
@@ -88,3 +88,44 @@ def test_small_ratios_keep_enough_of_each_chunk_to_match_the_one_shot_selection(
     assert _coverage(x, bank) <= 1.1 * _coverage(x, one_shot)
     with pytest.raises(InvalidParameterError, match="min_keep_fraction"):
         StreamingCoreset(ratio=0.01, max_size=10, min_keep_fraction=1.5)
+
+
+def test_within_budget_the_selection_is_the_exact_one_over_every_patch():
+    # The stream keeps every patch and finalize() is greedy k-center over all of them, with
+    # the stream's own projection and seed: the same rows, in the same order.
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 48)).astype(np.float32)
+    stream = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=16, random_state=3)
+    for part in np.array_split(x, 9):
+        stream.add(part)
+    assert stream.exact and stream._kept == []
+    expected = x[greedy_kcenter(x, 150, random_state=3, projection=stream._projection)]
+    np.testing.assert_array_equal(stream.finalize(), expected)
+
+
+def test_over_either_budget_the_stream_reduces_chunks():
+    x = np.random.default_rng(8).normal(size=(4000, 32)).astype(np.float32)
+    # 4,000 rows x (32 + 32) floats = 1 MB: a 0.5 MB budget is outgrown half way.
+    by_memory = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=0, exact_max_mb=0.5)
+    # 200 steps over 4,000 rows = 800,000 row reads: outgrown too.
+    by_compute = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=0,
+                                  exact_max_row_steps=400_000)
+    for stream in (by_memory, by_compute):
+        for part in np.array_split(x, 8):
+            stream.add(part)
+        assert not stream.exact and stream._kept
+        assert stream.finalize().shape == (200, 32)
+    # A cross-fit fold (a fifth of the set) checks the budgets for the whole set.
+    fold = StreamingCoreset(ratio=0.05, max_size=10**9, projection_dim=0, exact_max_mb=0.5, share=0.2)
+    fold.add(x[:800])
+    assert not fold.exact
+    with pytest.raises(InvalidParameterError, match="share"):
+        StreamingCoreset(ratio=0.05, max_size=10, share=0.0)
+
+
+def test_memory_estimate_follows_the_selection_mode():
+    stream = StreamingCoreset(ratio=0.01, max_size=10**9, projection_dim=128)
+    whole, held = stream.memory_estimate_mb(102_400, 152)  # the bench's matched pcb: exact
+    assert held == pytest.approx(102_400 * (152 + 128) * 4 / 1e6)
+    whole, held = stream.memory_estimate_mb(2_000_000, 152)  # streamed: two chunks and the kept rows
+    assert held < whole / 2

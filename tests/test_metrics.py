@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from anomaly.metrics import PixelMetrics, f1_max, image_auroc, pro_curve, quantile_thresholds
+from anomaly.metrics import (PixelMetrics, f1_max, image_auroc, paired_auroc_difference, pro_curve,
+                             quantile_thresholds)
 
 
 def test_pro_on_a_hand_computed_case():
@@ -66,3 +67,28 @@ def test_image_metrics():
     assert image_auroc([0, 0], [0.1, 0.2]) is None
     f1, thr = f1_max([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])
     assert f1 == 1.0 and thr == pytest.approx(0.3)
+
+
+def test_paired_auroc_difference_point_estimate_and_interval():
+    rng = np.random.default_rng(0)
+    blocks = []
+    for n_good, n_bad in ((20, 40), (15, 30)):
+        y = np.r_[np.zeros(n_good), np.ones(n_bad)].astype(int)
+        base = rng.normal(size=len(y)) + 1.5 * y
+        # B ranks two more pairs the wrong way than A; ties count one half on both sides.
+        blocks.append((y, base, base + rng.normal(0, 0.3, len(y))))
+    found = paired_auroc_difference(blocks, resamples=500, seed=1)
+    expected = np.mean([image_auroc(y, a) - image_auroc(y, b) for y, a, b in blocks])
+    assert found.delta == pytest.approx(expected, abs=1e-12)
+    assert found.low <= found.delta <= found.high and found.level == 0.95
+    # Identical systems: every resample's difference is zero.
+    same = paired_auroc_difference([(y, a, a) for y, a, _ in blocks], resamples=200)
+    assert (same.delta, same.low, same.high) == (0.0, 0.0, 0.0)
+    # A separates perfectly, B is noise: the whole interval is above zero.
+    y = np.r_[np.zeros(30), np.ones(30)].astype(int)
+    clear = paired_auroc_difference([(y, y + 0.01 * rng.random(60), rng.random(60))], resamples=500)
+    assert clear.low > 0.2
+    # Seeded; and no block with both classes gives no answer.
+    again = paired_auroc_difference(blocks, resamples=500, seed=1)
+    assert (again.low, again.high) == (found.low, found.high)
+    assert paired_auroc_difference([([1, 1], [0.1, 0.2], [0.3, 0.1])]) is None

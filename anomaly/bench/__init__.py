@@ -35,12 +35,16 @@ Outputs in ``--out DIR``:
   - ``results``: one per category, model and setting, with ``category``, ``dataset``,
     ``model``, ``setting``, ``seeds``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
     ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``
-    when not run), ``peer_skipped`` (why), ``ratios`` and ``checks``;
+    when not run), ``peer_skipped`` (why), ``ratios``, ``checks``, ``test_sets`` (per
+    seed: ``seed``, ``images`` relative to the set, ``labels``) and
+    ``image_auroc_difference`` (ours - peer: ``delta``, the mean over the seeds, with
+    ``low`` and ``high``, a 95 % paired class-stratified bootstrap interval over the test
+    images, ``level``, ``resamples``, ``method``; ``null`` without a peer);
   - figures (``ours``, ``peer``): ``image_auroc``, ``pixel_auroc``, ``aupro`` (means over
     the seeds), ``image_auroc_std``, ``pixel_auroc_std``, ``aupro_std`` (their sample
     standard deviations, ``null`` for one seed), ``replicates`` (per seed: ``seed``,
     ``image_auroc``, ``pixel_auroc``, ``aupro``, ``fit_seconds``, ``latency_p50_ms``,
-    ``peak_rss_mb``), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
+    ``peak_rss_mb``, ``scores``: the raw image scores in ``test_sets`` order), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
     loaded, on both sides), ``model_load_seconds``, ``latency_ms`` {``p50``, ``p90``} (end to
     end from the file), ``model_ms`` {``p50``, ``p90``} (the model call), ``decode_ms_p50``,
     ``preprocess_ms_p50`` (peer), ``backbone_ms_p50``, ``latency_over_backbone``,

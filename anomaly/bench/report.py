@@ -144,10 +144,12 @@ def _seed_table(doc: dict[str, Any], peer_name: str) -> list[str]:
     """Each seed's image AUROC, the means and spreads, and what one ranking pair weighs."""
     lines = ["", "## Image AUROC per seed", "",
              f"Seeds {doc['protocol']['seeds']}. One pair = the AUROC step of one (good, defective) test pair "
-             "ranked the other way.", "",
+             "ranked the other way. The interval of the difference is a paired, class-stratified bootstrap "
+             "over each seed's test images (both systems scored the same images), averaged over the seeds: "
+             "how far the test images drawn alone could move the difference; the check compares the means.", "",
              f"| set | model | setting | one pair | {OURS_LABEL} per seed | {OURS_LABEL} mean ± sd | "
-             f"{peer_name} per seed | {peer_name} mean ± sd | difference of means |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{peer_name} per seed | {peer_name} mean ± sd | difference of means | 95 % interval |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def per_seed(fig: dict[str, Any] | None) -> str:
         if not fig:
@@ -165,9 +167,11 @@ def _seed_table(doc: dict[str, Any], peer_name: str) -> list[str]:
         n_good = (e.get("n_test") or 0) - n_bad
         pair = _f(1.0 / (n_good * n_bad), 4) if n_good and n_bad else "–"
         delta = (e.get("ratios") or {}).get("image_auroc_delta")
+        diff = e.get("image_auroc_difference")
+        interval = f"[{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff else "–"
         lines.append(f"| {e['category']} | {e['model']} | {e['setting']} | {pair} | {per_seed(e['ours'])} | "
                      f"{mean_sd(e['ours'])} | {per_seed(e['peer'])} | {mean_sd(e['peer'])} | "
-                     f"{'–' if delta is None else f'{delta:+.3f}'} |")
+                     f"{'–' if delta is None else f'{delta:+.3f}'} | {interval} |")
     return lines
 
 

@@ -173,11 +173,13 @@ class PatchCore(BackboneDetector):
                 whole, bounded = coreset.memory_estimate_mb(len(images) * h * w, dim)
                 log.info(
                     "patchcore: %d images x %d patches x %d dims = %.0f MB of features; "
-                    "streamed coreset holds at most %.0f MB; bank <= %d patches",
-                    len(images), h * w, dim, whole, bounded,
+                    "%s coreset selection holds at most %.0f MB; bank <= %d patches",
+                    len(images), h * w, dim, whole,
+                    "exact" if coreset.fits_exact(len(images) * h * w, dim) else "streamed", bounded,
                     min(int(self.max_bank_size), int(np.ceil(float(self.coreset_ratio) * len(images) * h * w))),
                 )
             coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
+        self.coreset_selection_ = "exact" if coreset.exact else "streamed"
         bank = coreset.finalize()
         self.memory_bank_ = bank
         self.n_patches_seen_ = coreset.seen
@@ -197,6 +199,8 @@ class PatchCore(BackboneDetector):
             "patches_seen": int(self.n_patches_seen_),
             "grid_shape": list(self.grid_shape_),
             "random_state": int(self.random_state),
+            # "exact" (one greedy selection over every patch) or "streamed" (chunk coresets)
+            "coreset_selection": getattr(self, "coreset_selection_", None),
         }
 
     # -- score ----------------------------------------------------------------------------
@@ -248,6 +252,7 @@ class PatchCore(BackboneDetector):
             **self._backbone_state(),
             "patches_seen": int(self.n_patches_seen_),
             "grid_shape": list(self.grid_shape_),
+            "coreset_selection": getattr(self, "coreset_selection_", None),
         }
 
     def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
@@ -256,6 +261,7 @@ class PatchCore(BackboneDetector):
         self.bank_neighbors_ = arrays["bank_neighbors"]
         self.n_patches_seen_ = int(meta.get("patches_seen", 0))
         self.grid_shape_ = tuple(meta.get("grid_shape", (0, 0)))
+        self.coreset_selection_ = meta.get("coreset_selection")  # absent from bundles before it was recorded
         self._knn = NearestNeighbours(index=self.index).load(directory / meta.get("index_file", "bank.faiss"))
         self._set_backbone_from_meta(meta)
 
@@ -295,9 +301,12 @@ class PatchCore(BackboneDetector):
         k = int(folds.max()) + 1
         seed = int(self.random_state)
         # One stream per fold, all with the same seed (hence the same projection), fed
-        # image by image: no fold ever holds more than a chunk and its kept coresets.
+        # image by image. Each checks the exact selection's budgets for the whole set (its
+        # share 1 / k), since the banks select over the union of the folds' pools; beyond
+        # them no fold holds more than a chunk and its kept coresets.
         streams = [StreamingCoreset(ratio=float(self.coreset_ratio), max_size=int(self.max_bank_size),
-                                    projection_dim=int(self.projection_dim), random_state=seed) for _ in range(k)]
+                                    projection_dim=int(self.projection_dim), random_state=seed, share=1.0 / k)
+                   for _ in range(k)]
         grid_hw = None
         position = 0
         for batch in progress(list(self._batches(images)), desc="patchcore: features (cross-fit)"):
@@ -309,6 +318,7 @@ class PatchCore(BackboneDetector):
                 streams[folds[position + i]].add(f[i])
             position += n
         patches = grid_hw[0] * grid_hw[1]
+        self.coreset_selection_ = "exact" if all(s.exact for s in streams) else "streamed"
         pools = [s.pool() for s in streams]
 
         def bank_from(pool_ids: list[int], n_images: int) -> np.ndarray:
