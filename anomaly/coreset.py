@@ -87,7 +87,8 @@ class StreamingCoreset:
     Exact while it fits: the stream keeps every patch until they and their projections
     outgrow ``exact_max_mb`` or the final selection would read more than
     ``exact_max_row_steps`` rows; :meth:`finalize` then runs one greedy selection over all
-    of them. Once over either budget, the stream merges and reduces: every ``chunk_size`` patches are reduced to a chunk coreset of
+    of them. Once over either budget, the stream merges and reduces: every
+    ``chunk_size`` patches are reduced to a chunk coreset of
     ``min(max(oversample * ratio, min_keep_fraction) * chunk, oversample * max_size)`` rows; whenever the kept
     chunk coresets together outgrow a chunk and the cap ``oversample * max_size``, they
     are reduced again to that cap. The final greedy selection runs over what is kept.
@@ -196,8 +197,7 @@ class StreamingCoreset:
     def fits_exact(self, n_patches: int, dim: int) -> bool:
         """Whether ``n_patches`` of ``dim`` features (this stream's share) fit the exact budgets."""
         rows = n_patches / self.share
-        projected = dim if self._projection_width(dim) is None else self._projection_width(dim)
-        mb = rows * (dim + projected) * 4 / 2**20
+        mb = rows * (dim + (self._projection_width(dim) or 0)) * 4 / 2**20  # no projection: no copy
         return mb <= self.exact_max_mb and rows * self.target_size(math.ceil(rows)) <= self.exact_max_row_steps
 
     def _projection_width(self, dim: int) -> int | None:

@@ -105,8 +105,9 @@ def test_within_budget_the_selection_is_the_exact_one_over_every_patch():
 
 def test_over_either_budget_the_stream_reduces_chunks():
     x = np.random.default_rng(8).normal(size=(4000, 32)).astype(np.float32)
-    # 4,000 rows x (32 + 32) floats = 1 MB: a 0.5 MB budget is outgrown half way.
-    by_memory = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=0, exact_max_mb=0.5)
+    # 4,000 rows x 32 floats (no projection, so no second copy) = 0.49 MB: a 0.25 MB budget
+    # is outgrown half way.
+    by_memory = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=0, exact_max_mb=0.25)
     # 200 steps over 4,000 rows = 800,000 row reads: outgrown too.
     by_compute = StreamingCoreset(ratio=0.05, max_size=10**9, chunk_size=500, projection_dim=0,
                                   exact_max_row_steps=400_000)
@@ -116,7 +117,7 @@ def test_over_either_budget_the_stream_reduces_chunks():
         assert not stream.exact and stream._kept
         assert stream.finalize().shape == (200, 32)
     # A cross-fit fold (a fifth of the set) checks the budgets for the whole set.
-    fold = StreamingCoreset(ratio=0.05, max_size=10**9, projection_dim=0, exact_max_mb=0.5, share=0.2)
+    fold = StreamingCoreset(ratio=0.05, max_size=10**9, projection_dim=0, exact_max_mb=0.25, share=0.2)
     fold.add(x[:800])
     assert not fold.exact
     with pytest.raises(InvalidParameterError, match="share"):
