@@ -13,7 +13,7 @@ bounded loss in coverage (Indyk, Mahabadi, Mahdian & Mirrokni, "Composable core-
 diversity and coverage maximization", PODS 2014), but the loss showed: on the bench's pcb
 sub-samples (100 images, 102,400 patches, 1 % coreset) image AUROC was 0.586 streamed and
 0.606 exact (mean of three seeds, ``benchmarks/option_auroc.py --matched``), and the exact
-selection was also faster there (1.3 s against 5.6 s for the selection alone).
+selection was also faster there (1.8 s against 7.2 s, ``benchmarks/coreset_time.py``).
 
 Written here rather than taken from a library: scikit-learn and faiss have no k-center,
 and the streaming reduction is ours.
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Exact selection while the patches and their projections take at most this many MB ...
 EXACT_MAX_MB = 256.0
-#: ... and the selection at most this many row reads (rows x greedy steps): 262,144 rows
-#: and 2,048 steps took 9 s on the 2-core machine, a 2,048-step stream over them 17 s.
+#: ... and the selection at most this many row reads (rows x greedy steps). Both ways on
+#: the 2-core machine (``python benchmarks/coreset_time.py``, 152 dims): 229,376 patches
+#: into 2,048 took 10.4 s exact, 18.5 s streamed; 102,400 into 1,024, 1.8 s and 7.2 s.
 EXACT_MAX_ROW_STEPS = 2**29
 
 
