@@ -198,11 +198,13 @@ class StreamingCoreset:
     def fits_exact(self, n_patches: int, dim: int) -> bool:
         """Whether ``n_patches`` of ``dim`` features (this stream's share) fit the exact budgets."""
         rows = n_patches / self.share
-        mb = rows * (dim + (self._projection_width(dim) or 0)) * 4 / 2**20  # no projection: no copy
+        mb = rows * self._exact_row_bytes(dim) / 2**20
         return mb <= self.exact_max_mb and rows * self.target_size(math.ceil(rows)) <= self.exact_max_row_steps
 
-    def _projection_width(self, dim: int) -> int | None:
-        return self.projection_dim if 0 < self.projection_dim < dim else None
+    def _exact_row_bytes(self, dim: int) -> int:
+        """Bytes the exact selection holds per patch: the features and, if any, their projection."""
+        projected = self.projection_dim if 0 < self.projection_dim < dim else 0  # no projection: no copy
+        return (dim + projected) * 4
 
     def pool(self) -> np.ndarray:
         """Everything kept so far, ``(m, d)``: every patch while exact, else at most :attr:`cap` rows.
@@ -244,8 +246,7 @@ class StreamingCoreset:
         """
         whole = n_patches * dim * 4 / 1e6
         if self.fits_exact(n_patches, dim):
-            width = self._projection_width(dim) or 0
-            return whole, n_patches * (dim + width) * 4 / 1e6
+            return whole, n_patches * self._exact_row_bytes(dim) / 1e6
         kept = min(n_patches, math.ceil(self._keep_share * n_patches), self.cap + self.chunk_size)
         bounded = min(whole, (self.chunk_size * 2 + kept) * dim * 4 / 1e6)
         return whole, bounded

@@ -357,13 +357,14 @@ def _auroc_difference(entry: dict[str, Any]) -> dict[str, Any] | None:
     :func:`anomaly.metrics.paired_auroc_difference`). Informative only: the check stays
     the issue's rule on the means.
     """
-    peer_scores = {r["seed"]: r.get("scores") for r in entry["peer"].get("replicates") or []}
-    ours_scores = {r["seed"]: r.get("scores") for r in entry["ours"].get("replicates") or []}
-    blocks = [(t["labels"], ours_scores[t["seed"]], peer_scores[t["seed"]]) for t in entry["test_sets"]
-              if ours_scores.get(t["seed"]) and peer_scores.get(t["seed"])
-              and len(ours_scores[t["seed"]]) == len(peer_scores[t["seed"]]) == len(t["labels"])]
-    if len(blocks) != len(entry["test_sets"]):
-        return None
+    ours = {r["seed"]: r.get("scores") for r in entry["ours"].get("replicates") or []}
+    peer = {r["seed"]: r.get("scores") for r in entry["peer"].get("replicates") or []}
+    blocks = []
+    for test_set in entry["test_sets"]:
+        a, b = ours.get(test_set["seed"]), peer.get(test_set["seed"])
+        if not a or not b or not len(a) == len(b) == len(test_set["labels"]):
+            return None  # a seed without both systems' full scores: no paired comparison
+        blocks.append((test_set["labels"], a, b))
     found = paired_auroc_difference(blocks, resamples=DIFFERENCE_RESAMPLES, seed=DIFFERENCE_SEED)
     if found is None:
         return None

@@ -179,7 +179,7 @@ class PatchCore(BackboneDetector):
                     "%s coreset selection holds at most %.0f MB; bank <= %d patches",
                     len(images), h * w, dim, whole,
                     "exact" if coreset.fits_exact(len(images) * h * w, dim) else "streamed", bounded,
-                    min(int(self.max_bank_size), int(np.ceil(float(self.coreset_ratio) * len(images) * h * w))),
+                    coreset.target_size(len(images) * h * w),
                 )
             coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
         self.coreset_selection_ = "exact" if coreset.exact else "streamed"
@@ -326,8 +326,7 @@ class PatchCore(BackboneDetector):
 
         def bank_from(pool_ids: list[int], n_images: int) -> np.ndarray:
             pool = np.concatenate([pools[p] for p in pool_ids], axis=0)
-            target = int(min(self.max_bank_size, max(1, np.ceil(float(self.coreset_ratio) * n_images * patches))))
-            return streams[0].select(pool, target, seed)
+            return streams[0].select(pool, streams[0].target_size(n_images * patches), seed)
 
         def fold_model(j: int, inside: np.ndarray) -> "PatchCore":
             model = self._unfitted_copy()
