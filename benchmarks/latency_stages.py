@@ -9,7 +9,7 @@ alternating order (as ``anomaly eval`` does):
 Prints the median of each stage in milliseconds and the ratio of the end-to-end median to
 the floor's. The stages are those of :meth:`anomaly.detectors.patchcore.PatchCore._score`:
 decode and prepare the tensor, backbone, patch aggregation, nearest-neighbour search, image
-score and maps.
+score (refined on the finest grid when the grid is coarser) and maps.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from anomaly.cli.common import parse_params  # noqa: E402
 from anomaly.datasets import MVTecCategory  # noqa: E402
+from anomaly.detectors.patchcore import eq7_score  # noqa: E402
 from anomaly.detectors.registry import create_detector  # noqa: E402
 from anomaly.features.patches import aggregate  # noqa: E402
 from anomaly.features.preprocess import prepare_batch  # noqa: E402
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         queries = feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy()
         dist, idx = det._knn.search(queries, 1)
         t = lap("nearest neighbours", t)
-        det._image_score(queries, dist[:, 0], idx[:, 0])
+        if det.fine_bank_ is not None:
+            det._refined_scores(dist[:, 0].reshape(1, -1), layers)
+            t = lap("refine (finest grid)", t)
+        else:
+            eq7_score(queries, dist[:, 0], idx[:, 0], det.memory_bank_, det.bank_neighbors_)
         model_map = model_resolution_map(dist[:, 0].reshape(h, w), geometry.size, float(det.smoothing_sigma),
                                          det.feature_stride, det.feature_origin)
         to_image_map(model_map, geometry, placements[0])

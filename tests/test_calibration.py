@@ -109,6 +109,8 @@ FAST = {"image_size": 64, "batch_size": 8}
 
 @pytest.mark.parametrize("name, params", [
     ("patchcore", {**FAST, "coreset_ratio": 1.0, "max_bank_size": 100_000}),
+    # 16 px grid: the image score is refined on the 8 px grid against a second bank.
+    ("patchcore", {**FAST, "grid_stride": 16, "coreset_ratio": 1.0, "max_bank_size": 100_000}),
     ("padim", FAST),
 ])
 def test_cross_fit_scores_equal_refitting_each_fold(name, params, good_parts):

@@ -106,29 +106,60 @@ class BackboneDetector(Detector):
         every layer (the finest by about half a cell on EfficientNet-Lite0, a blur of the
         finest features that cost grid image AUROC, see the README's bench section).
         """
-        if self.grid_origin == "input":
-            return (0.0, 0.0)
-        ext = self.extractor
-        stride = self.feature_stride
-        matching = [i for i, r in enumerate(ext.reductions) if int(r) == stride]
-        dy, dx = ext.offsets[matching[0] if matching else 0]
-        return (float(dy), float(dx))
+        return self.origin_for(self.feature_stride)
 
     @property
     def feature_grid(self) -> tuple[int, int]:
         """``(h, w)`` of the feature grid: cell centres at ``stride * i + origin`` inside the model input."""
+        return self.grid_for(self.feature_stride)
+
+    def origin_for(self, stride: int) -> tuple[float, float]:
+        """:attr:`feature_origin` of a grid with ``stride``."""
+        if self.grid_origin == "input":
+            return (0.0, 0.0)
+        ext = self.extractor
+        matching = [i for i, r in enumerate(ext.reductions) if int(r) == int(stride)]
+        dy, dx = ext.offsets[matching[0] if matching else 0]
+        return (float(dy), float(dx))
+
+    def grid_for(self, stride: int) -> tuple[int, int]:
+        """:attr:`feature_grid` of a grid with ``stride``."""
         h, w = self.geometry.size
-        s = self.feature_stride
+        s = int(stride)
         return (h + s - 1) // s, (w + s - 1) // s
 
     def _features(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Placement]]:
         """Aggregated patch features ``(n, D, h, w)`` of a batch, and the images' placements."""
+        (feats,), placements = self._features_at(images, (self.feature_stride,))
+        return feats, placements
+
+    def _features_at(self, images: Sequence[ImageLike],
+                     strides: Sequence[int]) -> tuple[list[torch.Tensor], list[Placement]]:
+        """Aggregated patch features of a batch on several grids from one backbone call.
+
+        Args:
+            images: The batch.
+            strides: Grid strides in model pixels; each grid has :meth:`grid_for` cells
+                from :meth:`origin_for`.
+
+        Returns:
+            One ``(n, D, h_s, w_s)`` tensor per stride, and the images' placements.
+        """
+        layers, placements = self._layers(images)
+        return [self._aggregate(layers, s) for s in strides], placements
+
+    def _layers(self, images: Sequence[ImageLike]) -> tuple[list[torch.Tensor], list[Placement]]:
+        """The backbone's feature maps ``(n, C_l, h_l, w_l)`` of a batch, and the images' placements."""
         ext = self.extractor
         batch, placements = prepare_batch(images, self.geometry, ext.mean, ext.std)
         with torch.inference_mode():
-            layers = ext(batch)
-            feats = aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
-                              out_stride=self.feature_stride, grid=self.feature_grid,
-                              channels_per_layer=self._channels_per_layer, origin=self.feature_origin,
-                              sampling=self.coarse_sampling)
-        return feats, placements
+            return ext(batch), placements
+
+    def _aggregate(self, layers: Sequence[torch.Tensor], stride: int) -> torch.Tensor:
+        """Patch features ``(n, D, h, w)`` of the backbone's maps on the grid with ``stride``."""
+        ext = self.extractor
+        with torch.inference_mode():
+            return aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
+                             out_stride=int(stride), grid=self.grid_for(stride),
+                             channels_per_layer=self._channels_per_layer, origin=self.origin_for(stride),
+                             sampling=self.coarse_sampling)

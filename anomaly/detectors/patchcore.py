@@ -9,7 +9,10 @@ Detection", CVPR 2022.
 * the patch score is the Euclidean distance to the nearest bank patch (faiss, exact flat
   index by default, HNSW as an option);
 * the image score is the largest patch score, reweighted as in the paper's eq. 7 by how
-  isolated the matched bank patch is among its ``b`` nearest bank neighbours;
+  isolated the matched bank patch is among its ``b`` nearest bank neighbours; on a grid
+  coarser than the finest layer (the default 16 px grid) it is searched again at the
+  finest stride in the grid's highest-scoring cells, against a second bank of fine patches
+  (``refine_cells``), so small defects are not averaged away;
 * the map is upsampled to the model input, Gaussian-smoothed (sigma 4) and brought back to
   the original image's coordinates.
 
@@ -18,6 +21,7 @@ Everything after the backbone is numpy/faiss.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,6 +33,7 @@ from anomaly.coreset import StreamingCoreset
 from anomaly.detectors.base import AnomalyResult
 from anomaly.detectors.deep import BackboneDetector
 from anomaly.errors import InvalidParameterError
+from anomaly.features.patches import aggregate_cells
 from anomaly.imageio import ImageLike
 from anomaly.knn import INDEX_TYPES, NearestNeighbours
 from anomaly.maps import model_resolution_map, to_image_map
@@ -39,6 +44,51 @@ log = logging.getLogger(__name__)
 
 #: ``grid_stride="auto"`` coarsens the grid only if it keeps this many cells on the shorter side.
 MIN_AUTO_GRID_CELLS = 16
+
+
+def eq7_score(queries: np.ndarray, dist: np.ndarray, idx: np.ndarray, bank: np.ndarray,
+              bank_neighbors: np.ndarray) -> float:
+    """Paper eq. 7: s = (1 - softmax(-)) * s*, weighting the most anomalous patch.
+
+    Args:
+        queries: ``(P, D)`` patch features of one image.
+        dist: ``(P,)`` their nearest-bank distances.
+        idx: ``(P,)`` their nearest-bank indices.
+        bank: ``(M, D)`` memory bank.
+        bank_neighbors: ``(M, b)`` each bank patch's ``b`` nearest bank patches, itself first.
+    """
+    worst = int(np.argmax(dist))
+    s_star = float(dist[worst])
+    support = bank_neighbors[idx[worst]]
+    d = np.linalg.norm(bank[support] - queries[worst], axis=1)
+    # 1 - exp(d_0) / sum exp(d_j), computed stably.
+    e = np.exp(d - d.max())
+    weight = 1.0 - e[0] / e.sum()
+    return float(weight * s_star)
+
+
+@functools.lru_cache(maxsize=16)
+def fine_owner(grid: tuple[int, int], stride: int, origin: tuple[float, float], fine_grid: tuple[int, int],
+               fine_stride: int, fine_origin: tuple[float, float]) -> np.ndarray:
+    """``(hf * wf,)`` flat index of the grid cell whose centre is nearest each finer cell.
+
+    Args:
+        grid: ``(h, w)`` of the grid, cell ``(i, j)`` centred on ``stride * (i, j) + origin``.
+        stride, origin: Its stride and cell ``(0, 0)``'s centre in model pixels.
+        fine_grid, fine_stride, fine_origin: The same of the finer grid.
+    """
+
+    def nearest(n_fine: int, n_coarse: int, o_fine: float, o_coarse: float) -> np.ndarray:
+        centres = fine_stride * np.arange(n_fine) + o_fine
+        # floor(x + 0.5), not rint: a centre half-way between two cells goes the same way
+        # on every row and column.
+        return np.clip(np.floor((centres - o_coarse) / stride + 0.5), 0, n_coarse - 1).astype(np.int64)
+
+    rows = nearest(fine_grid[0], grid[0], fine_origin[0], origin[0])
+    cols = nearest(fine_grid[1], grid[1], fine_origin[1], origin[1])
+    owner = (rows[:, None] * grid[1] + cols[None, :]).reshape(-1)
+    owner.flags.writeable = False  # cached: shared by every call
+    return owner
 
 
 class PatchCore(BackboneDetector):
@@ -66,11 +116,11 @@ class PatchCore(BackboneDetector):
             over each 16 px cell, a quarter of the patches to search, which brings the
             nearest-neighbour search from 6.8 to 1.7 ms per 256 px image on the 2-core
             machine. Localisation is coarser (pixel AUROC and AUPRO lower, most on the
-            fine woven ``grid``), and since the layer-anchored grid and the exact coreset
-            so is image AUROC on two sets: ``benchmarks/option_auroc.py`` on the bench's
-            sub-samples, 16 px against ``None``: pcb 0.564 / 0.614, grid 0.808 / 0.879,
-            mono 0.945 / 0.949, magnetic_tile 0.857 / 0.858, hazelnut 1.000 / 1.000.
-            ``None`` keeps the finest grid.
+            fine woven ``grid``). Image AUROC on the grid alone was lower too on two sets
+            (``benchmarks/option_auroc.py`` on the bench's sub-samples, 16 px against
+            ``None``: pcb 0.564 / 0.614, grid 0.808 / 0.879), small defects averaged away;
+            ``refine_cells`` (on by default) searches the top cells again on the finest
+            grid and recovers it. ``None`` keeps the finest grid.
         grid_origin: ``"layer"`` (default): the feature grid sits on the cells
             (receptive-field centres) of the layer whose stride it has, which are used as
             they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
@@ -79,13 +129,28 @@ class PatchCore(BackboneDetector):
             cells: ``"linear"`` (default; bilinear, as PatchCore's own code resizes its
             deeper layer) or ``"nearest"`` (the cell whose receptive-field centre is nearest).
         coreset_ratio: Fraction of training patches kept in the memory bank.
-        max_bank_size: Cap on the bank size (bounds scoring time and memory).
+        max_bank_size: Cap on the bank size (bounds scoring time and memory); with a
+            refined score, on the finest grid's bank, which gives the image score.
         projection_dim: Random-projection dimension for the coreset distances.
         num_neighbors: ``b`` of the paper's image-score reweighting.
         index: ``"flat"`` (exact) or ``"hnsw"`` (approximate) nearest-neighbour index.
         smoothing_sigma: Gaussian sigma of the map, in model pixels.
         batch_size: Images per backbone call.
         random_state: Seed of the coreset's projection and first centre.
+        refine_cells: Coarse-to-fine image score, on a grid coarser than the finest
+            layer's (the default 16 px grid): the ``refine_cells`` highest-scoring grid
+            cells are searched again on the finest grid, against a second memory bank
+            selected the same way from the finest grid's training patches (capped at
+            ``max_bank_size``), and the image score is eq. 7 on those finer patches. A
+            small defect that a 16 px cell averages down still lifts its cell into the top
+            few, and the finer search scores it at full strength: about 32 more queries
+            per image instead of the 768 of searching the whole finest grid. The map stays
+            on the grid. ``0``: the grid's own image score (bundles written before this
+            option load with 0). Figures in the README ("Side by side with anomalib").
+        coarse_bank_size: Cap on the grid's bank when the score is refined (it then only
+            ranks the cells and draws the map); ``None``: ``max_bank_size``. Its search,
+            256 queries per 256 px image, is the larger one: 1,024 instead of 2,048 pays
+            for the refinement's search.
     """
 
     name = "patchcore"
@@ -111,6 +176,8 @@ class PatchCore(BackboneDetector):
         random_state: int = 0,
         grid_origin: str = "layer",
         coarse_sampling: str = "linear",
+        refine_cells: int = 8,
+        coarse_bank_size: int | None = 1024,
     ) -> None:
         self.backbone = backbone
         self.layers = layers
@@ -130,6 +197,8 @@ class PatchCore(BackboneDetector):
         self.random_state = random_state
         self.grid_origin = grid_origin
         self.coarse_sampling = coarse_sampling
+        self.refine_cells = refine_cells
+        self.coarse_bank_size = coarse_bank_size
 
     def _validate_params(self) -> None:
         self._validate_common()
@@ -141,6 +210,11 @@ class PatchCore(BackboneDetector):
             raise InvalidParameterError(f"index must be one of {INDEX_TYPES}, got {self.index!r}")
         if int(self.max_bank_size) < 1:
             raise InvalidParameterError(f"max_bank_size must be >= 1, got {self.max_bank_size}")
+        if self.coarse_bank_size is not None and int(self.coarse_bank_size) < 1:
+            raise InvalidParameterError(f"coarse_bank_size must be >= 1 or None, got {self.coarse_bank_size}")
+        if not isinstance(self.refine_cells, (int, np.integer)) or isinstance(self.refine_cells, bool) \
+                or self.refine_cells < 0:
+            raise InvalidParameterError(f"refine_cells must be an integer >= 0, got {self.refine_cells!r}")
         if self.grid_stride is not None and self.grid_stride != "auto":
             finest = int(self.extractor.reductions[0])
             if (isinstance(self.grid_stride, str) or int(self.grid_stride) < finest
@@ -159,44 +233,70 @@ class PatchCore(BackboneDetector):
             return 2 * finest if min(self.geometry.size) // (2 * finest) >= MIN_AUTO_GRID_CELLS else finest
         return int(self.grid_stride)
 
+    @property
+    def fine_stride(self) -> int | None:
+        """Stride of the refining grid (the finest layer's), or ``None`` when the image
+        score is the grid's own (``refine_cells == 0`` or the grid is the finest)."""
+        finest = int(self.extractor.reductions[0])
+        return finest if int(self.refine_cells) > 0 and self.feature_stride > finest else None
+
+    @property
+    def _strides(self) -> tuple[int, ...]:
+        """The grid's stride, then the refining grid's when there is one."""
+        fine = self.fine_stride
+        return (self.feature_stride,) if fine is None else (self.feature_stride, fine)
+
+    def _new_coreset(self, share: float = 1.0, *, coarse: bool = False) -> StreamingCoreset:
+        """A coreset stream for the bank that gives the image score, or with ``coarse`` for
+        the grid's bank of a refined score (capped at ``coarse_bank_size``)."""
+        cap = self.coarse_bank_size if coarse and self.coarse_bank_size is not None else self.max_bank_size
+        return StreamingCoreset(ratio=float(self.coreset_ratio), max_size=int(cap),
+                                projection_dim=int(self.projection_dim), random_state=int(self.random_state),
+                                share=share)
+
     # -- fit ------------------------------------------------------------------------------
     def _fit(self, images: Sequence[ImageLike]) -> None:
-        coreset = StreamingCoreset(
-            ratio=float(self.coreset_ratio),
-            max_size=int(self.max_bank_size),
-            projection_dim=int(self.projection_dim),
-            random_state=int(self.random_state),
-        )
-        grid_hw = None
+        strides = self._strides
+        # One bank per grid, each selected the same way from that grid's patches.
+        coresets = [self._new_coreset(coarse=level == 0 and len(strides) > 1) for level in range(len(strides))]
+        grids: list[tuple[int, int]] = []
         for batch in progress(list(self._batches(images)), desc="patchcore: features"):
-            feats, _ = self._features(batch)
-            n, dim, h, w = feats.shape
-            if grid_hw is None:
-                grid_hw = (h, w)
-                whole, bounded = coreset.memory_estimate_mb(len(images) * h * w, dim)
-                log.info(
-                    "patchcore: %d images x %d patches x %d dims = %.0f MB of features; "
-                    "%s coreset selection holds at most %.0f MB; bank <= %d patches",
-                    len(images), h * w, dim, whole,
-                    "exact" if coreset.fits_exact(len(images) * h * w, dim) else "streamed", bounded,
-                    coreset.target_size(len(images) * h * w),
-                )
-            coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
-        self.coreset_selection_ = "exact" if coreset.exact else "streamed"
-        bank = coreset.finalize()
-        self.memory_bank_ = bank
-        self.n_patches_seen_ = coreset.seen
-        self.grid_shape_ = grid_hw
+            feats_per_grid, _ = self._features_at(batch, strides)
+            for level, (coreset, feats) in enumerate(zip(coresets, feats_per_grid)):
+                n, dim, h, w = feats.shape
+                if len(grids) == level:
+                    grids.append((h, w))
+                    whole, bounded = coreset.memory_estimate_mb(len(images) * h * w, dim)
+                    log.info(
+                        "patchcore: %d px grid, %d images x %d patches x %d dims = %.0f MB of features; "
+                        "%s coreset selection holds at most %.0f MB; bank <= %d patches",
+                        strides[level], len(images), h * w, dim, whole,
+                        "exact" if coreset.fits_exact(len(images) * h * w, dim) else "streamed", bounded,
+                        coreset.target_size(len(images) * h * w),
+                    )
+                coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
+        self.coreset_selection_ = "exact" if all(c.exact for c in coresets) else "streamed"
+        self.memory_bank_ = coresets[0].finalize()
+        self.n_patches_seen_ = coresets[0].seen
+        self.grid_shape_ = grids[0]
+        self.fine_bank_ = coresets[1].finalize() if len(strides) > 1 else None
         self._build_index()
 
     def _build_index(self) -> None:
-        self._knn = NearestNeighbours(index=self.index).fit(self.memory_bank_)
-        b = min(int(self.num_neighbors), self.memory_bank_.shape[0])
-        # N_b(m*) of eq. 7 for every bank patch, computed once: the first neighbour is itself.
-        _, self.bank_neighbors_ = NearestNeighbours(index="flat").fit(self.memory_bank_).search(self.memory_bank_, b)
+        self._knn, self.bank_neighbors_ = self._index_bank(self.memory_bank_)
+        self._fine_knn = self.fine_bank_neighbors_ = None
+        if getattr(self, "fine_bank_", None) is not None:
+            self._fine_knn, self.fine_bank_neighbors_ = self._index_bank(self.fine_bank_)
+
+    def _index_bank(self, bank: np.ndarray) -> tuple[NearestNeighbours, np.ndarray]:
+        """A bank's search index and, for eq. 7, ``N_b(m*)`` of every bank patch, computed once:
+        ``(m, b)`` int64 indices of its nearest bank patches, itself first."""
+        b = min(int(self.num_neighbors), bank.shape[0])
+        _, neighbours = NearestNeighbours(index="flat").fit(bank).search(bank, b)
+        return NearestNeighbours(index=self.index).fit(bank), neighbours
 
     def training_meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "bank_size": int(self.memory_bank_.shape[0]),
             "feature_dim": int(self.memory_bank_.shape[1]),
             "patches_seen": int(self.n_patches_seen_),
@@ -205,53 +305,94 @@ class PatchCore(BackboneDetector):
             # "exact" (one greedy selection over every patch) or "streamed" (chunk coresets)
             "coreset_selection": getattr(self, "coreset_selection_", None),
         }
+        if getattr(self, "fine_bank_", None) is not None:
+            meta["fine_bank_size"] = int(self.fine_bank_.shape[0])
+            meta["fine_grid_shape"] = list(self.grid_for(self.fine_stride))
+        return meta
 
     # -- score ----------------------------------------------------------------------------
     def _score(self, images: Sequence[ImageLike]) -> AnomalyResult:
         scores, maps = [], []
         geometry = self.geometry
+        refine = getattr(self, "_fine_knn", None) is not None and self.fine_stride is not None
         for batch in self._batches(images):
-            feats, placements = self._features(batch)
+            layers, placements = self._layers(batch)
+            feats = self._aggregate(layers, self.feature_stride)
             n, dim, h, w = feats.shape
             queries = feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy()
             dist, idx = self._knn.search(queries, 1)
             dist = dist[:, 0].reshape(n, h * w)
             idx = idx[:, 0].reshape(n, h * w)
             queries = queries.reshape(n, h * w, dim)
+            if refine:
+                scores.extend(self._refined_scores(dist, layers))
+            else:
+                scores.extend(eq7_score(queries[i], dist[i], idx[i], self.memory_bank_, self.bank_neighbors_)
+                              for i in range(n))
             for i in range(n):
-                scores.append(self._image_score(queries[i], dist[i], idx[i]))
                 model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma),
                                                  self.feature_stride, self.feature_origin)
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)
 
-    def _image_score(self, queries: np.ndarray, dist: np.ndarray, idx: np.ndarray) -> float:
-        """Paper eq. 7: s = (1 - softmax(-)) * s*, weighting the most anomalous patch.
+    def _refined_scores(self, coarse_dist: np.ndarray, layers: Sequence[Any]) -> list[float]:
+        """Image scores searched again on the finest grid in each image's top grid cells.
+
+        Only the picked cells of the finest grid are aggregated
+        (:func:`~anomaly.features.patches.aggregate_cells`): about 32 of 1,024 on a 256 px
+        input, at a few tenths of a millisecond with their search.
 
         Args:
-            queries: ``(P, D)`` patch features of one image.
-            dist: ``(P,)`` nearest-bank distances.
-            idx: ``(P,)`` nearest-bank indices.
+            coarse_dist: ``(n, h * w)`` nearest-bank distances on the grid.
+            layers: The backbone's ``(n, C_l, h_l, w_l)`` feature maps of the same images.
+
+        Returns:
+            ``n`` eq. 7 scores against the fine bank, each over the finest cells that lie in
+            the image's ``refine_cells`` highest-scoring grid cells.
         """
-        worst = int(np.argmax(dist))
-        s_star = float(dist[worst])
-        support = self.bank_neighbors_[idx[worst]]
-        d = np.linalg.norm(self.memory_bank_[support] - queries[worst], axis=1)
-        # 1 - exp(d_0) / sum exp(d_j), computed stably.
-        e = np.exp(d - d.max())
-        weight = 1.0 - e[0] / e.sum()
-        return float(weight * s_star)
+        ext, fine = self.extractor, self.fine_stride
+        n, cells = coarse_dist.shape
+        fine_grid = self.grid_for(fine)
+        owner = fine_owner(self.feature_grid, self.feature_stride, self.feature_origin,
+                           fine_grid, fine, self.origin_for(fine))
+        if owner.max() + 1 > cells:
+            raise InvalidParameterError(f"grid of {cells} cells, expected {self.feature_grid}")
+        k = min(int(self.refine_cells), cells)
+        picked = []
+        for i in range(n):
+            top = np.argpartition(-coarse_dist[i], k - 1)[:k] if k < cells else np.arange(cells)
+            chosen = np.zeros(cells, dtype=bool)  # a lookup, not np.isin: 0.01 against 0.08 ms
+            chosen[top] = True
+            picked.append(np.flatnonzero(chosen[owner]))
+        per_image = aggregate_cells(layers, ext.reductions, ext.offsets, picked,
+                                    patch_size=int(self.patch_size), out_stride=fine, grid=fine_grid,
+                                    channels_per_layer=self._channels_per_layer,
+                                    origin=self.origin_for(fine), sampling=self.coarse_sampling)
+        # One search for the whole batch's picked cells (a few dozen per image).
+        queries = np.concatenate(per_image, axis=0)
+        dist, idx = self._fine_knn.search(queries, 1)
+        out, start = [], 0
+        for rows in picked:
+            stop = start + len(rows)
+            out.append(eq7_score(queries[start:stop], dist[start:stop, 0], idx[start:stop, 0],
+                                 self.fine_bank_, self.fine_bank_neighbors_))
+            start = stop
+        return out
 
     # -- persistence ----------------------------------------------------------------------
     def _save_state(self, directory: Path) -> dict[str, Any]:
-        save_arrays(
-            directory / "state.npz",
-            {"memory_bank": self.memory_bank_, "bank_neighbors": self.bank_neighbors_.astype(np.int64)},
-        )
+        arrays = {"memory_bank": self.memory_bank_, "bank_neighbors": self.bank_neighbors_.astype(np.int64)}
+        fine = getattr(self, "fine_bank_", None) is not None
+        if fine:
+            arrays.update(fine_memory_bank=self.fine_bank_,
+                          fine_bank_neighbors=self.fine_bank_neighbors_.astype(np.int64))
+            self._fine_knn.save(directory / "fine_bank.faiss")
+        save_arrays(directory / "state.npz", arrays)
         self._knn.save(directory / "bank.faiss")
         return {
             "arrays": "state.npz",
             "index_file": "bank.faiss",
+            **({"fine_index_file": "fine_bank.faiss"} if fine else {}),
             **self._backbone_state(),
             "patches_seen": int(self.n_patches_seen_),
             "grid_shape": list(self.grid_shape_),
@@ -259,13 +400,23 @@ class PatchCore(BackboneDetector):
         }
 
     def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
-        arrays = load_arrays(directory / meta.get("arrays", "state.npz"), ["memory_bank", "bank_neighbors"])
+        fine = "fine_index_file" in meta
+        names = ["memory_bank", "bank_neighbors"] + (["fine_memory_bank", "fine_bank_neighbors"] if fine else [])
+        arrays = load_arrays(directory / meta.get("arrays", "state.npz"), names)
         self.memory_bank_ = arrays["memory_bank"].astype(np.float32)
         self.bank_neighbors_ = arrays["bank_neighbors"]
         self.n_patches_seen_ = int(meta.get("patches_seen", 0))
         self.grid_shape_ = tuple(meta.get("grid_shape", (0, 0)))
         self.coreset_selection_ = meta.get("coreset_selection")  # absent from bundles before it was recorded
         self._knn = NearestNeighbours(index=self.index).load(directory / meta.get("index_file", "bank.faiss"))
+        self.fine_bank_ = self.fine_bank_neighbors_ = self._fine_knn = None
+        if fine:
+            self.fine_bank_ = arrays["fine_memory_bank"].astype(np.float32)
+            self.fine_bank_neighbors_ = arrays["fine_bank_neighbors"]
+            self._fine_knn = NearestNeighbours(index=self.index).load(directory / meta["fine_index_file"])
+        elif self.grid_stride is not None and int(self.refine_cells) > 0:
+            # Written before the coarse-to-fine score: the grid's own image score, as then.
+            self.refine_cells = 0
         self._set_backbone_from_meta(meta)
 
     # -- cross-fitting (anomaly.crossfit protocol) ------------------------------------------
@@ -279,7 +430,8 @@ class PatchCore(BackboneDetector):
     ) -> AnomalyResult:
         """Fit on all images and score each one with a bank built without its fold.
 
-        Each image's patch features are computed once for the banks. Every fold's patches
+        Each image's patch features are computed once for the banks (on each grid, when the
+        image score is refined on a finer one). Every fold's patches
         are streamed into a fold coreset (:class:`~anomaly.coreset.StreamingCoreset`); the
         bank without fold ``j`` is the greedy k-center over the other folds' coresets, and
         the final bank, kept in ``self``, over all of them: greedy
@@ -303,44 +455,51 @@ class PatchCore(BackboneDetector):
         folds = assign_folds(len(images), n_folds, random_state)
         k = int(folds.max()) + 1
         seed = int(self.random_state)
-        # One stream per fold, all with the same seed (hence the same projection), fed
-        # image by image. Each checks the exact selection's budgets for the whole set (its
-        # share 1 / k), since the banks select over the union of the folds' pools; beyond
-        # them no fold holds more than a chunk and its kept coresets.
-        streams = [StreamingCoreset(ratio=float(self.coreset_ratio), max_size=int(self.max_bank_size),
-                                    projection_dim=int(self.projection_dim), random_state=seed, share=1.0 / k)
-                   for _ in range(k)]
-        grid_hw = None
+        strides = self._strides
+        # Per grid, one stream per fold, all with the same seed (hence the same
+        # projection), fed image by image. Each checks the exact selection's budgets for the
+        # whole set (its share 1 / k), since the banks select over the union of the folds'
+        # pools; beyond them no fold holds more than a chunk and its kept coresets.
+        streams = [[self._new_coreset(share=1.0 / k, coarse=level == 0 and len(strides) > 1) for _ in range(k)]
+                   for level in range(len(strides))]
+        grids: list[tuple[int, int]] = [(0, 0)] * len(strides)
         position = 0
         for batch in progress(list(self._batches(images)), desc="patchcore: features (cross-fit)"):
-            f, _ = self._features(batch)
-            n, dim, h, w = f.shape
-            grid_hw = (h, w)
-            f = f.permute(0, 2, 3, 1).reshape(n, h * w, dim).numpy()
-            for i in range(n):
-                streams[folds[position + i]].add(f[i])
+            feats_per_grid, _ = self._features_at(batch, strides)
+            for level, f in enumerate(feats_per_grid):
+                n, dim, h, w = f.shape
+                grids[level] = (h, w)
+                f = f.permute(0, 2, 3, 1).reshape(n, h * w, dim).numpy()
+                for i in range(n):
+                    streams[level][folds[position + i]].add(f[i])
             position += n
-        patches = grid_hw[0] * grid_hw[1]
-        self.coreset_selection_ = "exact" if all(s.exact for s in streams) else "streamed"
-        pools = [s.pool() for s in streams]
+        self.coreset_selection_ = "exact" if all(s.exact for level in streams for s in level) else "streamed"
+        pools = [[s.pool() for s in level] for level in streams]
 
-        def bank_from(pool_ids: list[int], n_images: int) -> np.ndarray:
-            pool = np.concatenate([pools[p] for p in pool_ids], axis=0)
-            return streams[0].select(pool, streams[0].target_size(n_images * patches), seed)
+        def bank_from(level: int, pool_ids: list[int], n_images: int) -> np.ndarray:
+            pool = np.concatenate([pools[level][p] for p in pool_ids], axis=0)
+            patches = grids[level][0] * grids[level][1]
+            first = streams[level][0]
+            return first.select(pool, first.target_size(n_images * patches), seed)
+
+        def banks(pool_ids: list[int], n_images: int) -> tuple[np.ndarray, np.ndarray | None]:
+            fine = bank_from(1, pool_ids, n_images) if len(strides) > 1 else None
+            return bank_from(0, pool_ids, n_images), fine
 
         def fold_model(j: int, inside: np.ndarray) -> "PatchCore":
             model = self._unfitted_copy()
-            model.memory_bank_ = bank_from([p for p in range(k) if p != j], len(images) - len(inside))
-            model.n_patches_seen_ = (len(images) - len(inside)) * patches
-            model.grid_shape_ = grid_hw
+            n_images = len(images) - len(inside)
+            model.memory_bank_, model.fine_bank_ = banks([p for p in range(k) if p != j], n_images)
+            model.n_patches_seen_ = n_images * grids[0][0] * grids[0][1]
+            model.grid_shape_ = grids[0]
             model._build_index()
             model.fitted_ = True
             return model
 
         result = score_out_of_fold(images, folds, fold_model, max_map_side, desc="patchcore: out-of-fold scores")
-        self.memory_bank_ = bank_from(list(range(k)), len(images))
-        self.n_patches_seen_ = len(images) * patches
-        self.grid_shape_ = grid_hw
+        self.memory_bank_, self.fine_bank_ = banks(list(range(k)), len(images))
+        self.n_patches_seen_ = len(images) * grids[0][0] * grids[0][1]
+        self.grid_shape_ = grids[0]
         self._build_index()
         self.fitted_ = True
         return result
