@@ -237,3 +237,21 @@ def test_matched_settings_agree_on_both_sides():
     assert patchcore["defaults"].peer["coreset_ratio"] == 0.1
     padim = {s.setting: s for s in model_settings("padim")}["matched"]
     assert padim.ours["n_features"] == padim.peer["n_features"] and padim.ours["grid_stride"] == 4
+
+
+def test_our_params_change_our_side_only_and_the_command_repeats_them(tmp_path):
+    import shlex
+
+    from anomaly.bench.run import BenchConfig, _setting, command_line
+    from anomaly.cli.common import parse_params
+
+    overrides = {"refine_cells": 0, "layers": [1, 2]}
+    config = BenchConfig(root=tmp_path, out=tmp_path / "out", ours_params=overrides)
+    plain = BenchConfig(root=tmp_path, out=tmp_path / "out")
+    for setting in ("matched", "defaults"):
+        a, b = _setting(config, "patchcore", setting, 0), _setting(plain, "patchcore", setting, 0)
+        assert a.ours == {**b.ours, **overrides} and a.peer == b.peer
+    args = shlex.split(command_line(config))
+    given = [args[i + 1] for i, arg in enumerate(args) if arg == "--param"]
+    assert parse_params(given) == overrides
+    assert "--param" not in shlex.split(command_line(plain))

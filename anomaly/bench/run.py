@@ -18,7 +18,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,9 @@ class BenchConfig:
         ours_python: Interpreter of our workers. Default: the peer's when it runs (both
             systems then load the same torch binaries from the same files, so the shared
             libraries weigh alike in the resident memory), else this one.
+        ours_params: Hyper-parameters laid over our side's parameters in every comparison
+            (``--param KEY=VALUE``), to measure one of our options side by side; the peer's
+            are unchanged. Recorded in the report.
     """
 
     root: Path
@@ -93,6 +96,7 @@ class BenchConfig:
     gan_epochs: int = 15
     ours_python: str | None = None
     categories: tuple[str, ...] = ()
+    ours_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,6 +228,7 @@ def _protocol(config: BenchConfig) -> dict[str, Any]:
         "peer_defaults_max_patches": config.peer_defaults_max_patches,
         "gan_image_size": config.gan_image_size,
         "gan_epochs": config.gan_epochs,
+        "ours_params": dict(config.ours_params),
         "auroc_tolerance": AUROC_TOLERANCE,
         "warmup_calls": WARMUP_CALLS,
         "replicates": "one replicate per seed, each with its own sub-sample and seeded models on both sides; "
@@ -379,7 +384,9 @@ def _setting(config: BenchConfig, model: str, setting: str, seed: int) -> ModelS
                                          peer_defaults_max_patches=config.peer_defaults_max_patches, seed=seed,
                                          gan_image_size=config.gan_image_size, gan_epochs=config.gan_epochs)
              if ms.setting == setting]
-    return found[0]
+    if not config.ours_params:
+        return found[0]
+    return replace(found[0], ours={**found[0].ours, **config.ours_params})
 
 
 def _run_replicate(ours_python: str, category: MVTecCategory, replicate: _Replicate, ms: ModelSetting, peer: _Peer,
@@ -627,4 +634,6 @@ def command_line(config: BenchConfig) -> str:
              "--peer-defaults-max-patches", limit(config.peer_defaults_max_patches)]
     if any(m in GAN_MODELS for m in config.models):
         args += ["--gan-image-size", str(config.gan_image_size), "--gan-epochs", str(config.gan_epochs)]
+    for key, value in config.ours_params.items():
+        args += ["--param", f"{key}={json.dumps(value)}"]
     return shlex.join(args)

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from anomaly.cli.common import parse_params
 from anomaly.progress import enable_progress
 
 
@@ -62,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gan-image-size", type=int, default=128,
                    help="square input of both systems' GANs (--models ganomaly skip-ganomaly; default 128)")
     p.add_argument("--gan-epochs", type=int, default=15, help="training epochs of both systems' GANs (default 15)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyper-parameter laid over OUR side's parameters in every comparison (JSON value; "
+                        "repeatable), e.g. --param refine_cells=0 to measure an option; anomalib's are unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         peer_defaults_max_patches=args.peer_defaults_max_patches,
         gan_image_size=args.gan_image_size,
         gan_epochs=args.gan_epochs,
+        ours_params=parse_params(args.param),
     )
     # A stopped run (SIGTERM) unwinds like Ctrl-C: workers are closed and the outputs so far
     # written, with ``complete: false``.
