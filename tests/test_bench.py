@@ -18,8 +18,8 @@ from tests.conftest import REPO, make_part
 
 TOP_KEYS = {"schema", "complete", "command", "started", "finished", "wall_seconds", "machine", "commit", "packages",
             "peer", "protocol", "backbone_check", "results", "summary"}
-MACHINE_KEYS = {"cpu_count", "usable_cores", "cpu_model", "memory_gb", "platform", "python", "load_average",
-                "load_average_end"}
+MACHINE_KEYS = {"cpu_count", "usable_cores", "cpu_model", "cpu_id", "memory_gb", "platform", "python",
+                "load_average", "load_average_end"}
 RESULT_KEYS = {"category", "dataset", "model", "setting", "seeds", "n_train_total", "n_fit", "n_test_total", "n_test",
                "n_test_defective", "notes", "ours", "peer", "peer_skipped", "ratios", "checks", "test_sets",
                "image_auroc_difference"}

@@ -19,6 +19,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cores": usable,
         "cpu_model": _cpu_model(),
+        "cpu_id": _cpu_id(),
         "memory_gb": _memory_gb(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -34,6 +35,29 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+#: The CPU features that decide which numeric kernels numpy, OpenBLAS, MKL and oneDNN run:
+#: two hosts that differ in them can round the same float32 products differently.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
+              "amx_tile")
+
+
+def _cpu_id() -> dict[str, Any] | None:
+    """CPU family, model, stepping and SIMD features (Linux): "AMD EPYC" alone does not tell
+    two hosts of a VM apart, and run-to-run float differences between sessions were seen."""
+    try:
+        fields: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first processor is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    flags = set(fields.get("flags", "").split())
+    return {"family": fields.get("cpu family"), "model": fields.get("model"), "stepping": fields.get("stepping"),
+            "simd": [f for f in SIMD_FLAGS if f in flags]}
 
 
 def _memory_gb() -> float | None:

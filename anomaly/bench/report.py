@@ -62,7 +62,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += [
         f"- command: `{doc['command']}`",
         f"- machine: {machine.get('cpu_count')} cores ({machine.get('usable_cores')} usable), "
-        f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GB, {machine.get('platform')}, Python "
+        f"{machine.get('cpu_model')}{_cpu_id(machine.get('cpu_id'))}, {machine.get('memory_gb')} GB, "
+        f"{machine.get('platform')}, Python "
         f"{machine.get('python')}; load average at start {machine.get('load_average')}, at end "
         f"{machine.get('load_average_end')}",
         f"- commit: `{commit.get('sha')}`" + (" (uncommitted changes)" if commit.get("dirty") else ""),
@@ -242,3 +243,11 @@ def write_charts(doc: dict[str, Any], accuracy_png: Path, latency_png: Path) -> 
     fig.tight_layout()
     fig.savefig(latency_png, dpi=110)
     plt.close(fig)
+
+
+def _cpu_id(cpu: dict | None) -> str:
+    """`` (family 25 model 1 stepping 1; avx2 fma)`` from the machine's ``cpu_id``, if recorded."""
+    if not cpu:
+        return ""
+    simd = " ".join(cpu.get("simd") or []) or "no SIMD flags listed"
+    return f" (family {cpu.get('family')} model {cpu.get('model')} stepping {cpu.get('stepping')}; {simd})"
