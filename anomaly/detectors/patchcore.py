@@ -144,7 +144,7 @@ class PatchCore(BackboneDetector):
             ``max_bank_size``), and the image score is eq. 7 on those finer patches. A
             small defect that a 16 px cell averages down still lifts its cell into the top
             few, and the finer search scores it at full strength: about 32 more queries
-            per image instead of the 768 of searching the whole finest grid. The map stays
+            per image, where searching the whole finest grid would add 768. The map stays
             on the grid. ``0``: the grid's own image score (bundles written before this
             option load with 0). Figures in the README ("Side by side with anomalib").
         coarse_bank_size: Cap on the grid's bank when the score is refined (it then only
