@@ -10,7 +10,7 @@ import torch
 from anomaly.detectors.base import Detector
 from anomaly.errors import InvalidParameterError
 from anomaly.features.backbone import FeatureExtractor
-from anomaly.features.patches import SAMPLINGS, aggregate
+from anomaly.features.patches import SAMPLINGS, aggregate, aggregate_cells
 from anomaly.features.preprocess import prepare_batch
 from anomaly.geometry import Geometry, Placement
 from anomaly.imageio import ImageLike
@@ -157,9 +157,21 @@ class BackboneDetector(Detector):
 
     def _aggregate(self, layers: Sequence[torch.Tensor], stride: int) -> torch.Tensor:
         """Patch features ``(n, D, h, w)`` of the backbone's maps on the grid with ``stride``."""
-        ext = self.extractor
         with torch.inference_mode():
-            return aggregate(layers, ext.reductions, ext.offsets, patch_size=int(self.patch_size),
-                             out_stride=int(stride), grid=self.grid_for(stride),
-                             channels_per_layer=self._channels_per_layer, origin=self.origin_for(stride),
-                             sampling=self.coarse_sampling)
+            (strides, offsets), kwargs = self._aggregation(stride)
+            return aggregate(layers, strides, offsets, **kwargs)
+
+    def _aggregate_cells(self, layers: Sequence[torch.Tensor], stride: int,
+                         cells: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`_aggregate` at a few flat cells of the grid only, per image: ``n`` arrays
+        ``(len(cells[i]), D)`` (see :func:`~anomaly.features.patches.aggregate_cells`)."""
+        (strides, offsets), kwargs = self._aggregation(stride)
+        return aggregate_cells(layers, strides, offsets, cells, **kwargs)
+
+    def _aggregation(self, stride: int) -> tuple[tuple, dict[str, Any]]:
+        """The backbone's strides and offsets, and the aggregation's keywords, for one grid."""
+        ext = self.extractor
+        return (ext.reductions, ext.offsets), dict(
+            patch_size=int(self.patch_size), out_stride=int(stride), grid=self.grid_for(stride),
+            channels_per_layer=self._channels_per_layer, origin=self.origin_for(stride),
+            sampling=self.coarse_sampling)
