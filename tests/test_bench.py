@@ -255,3 +255,35 @@ def test_our_params_change_our_side_only_and_the_command_repeats_them(tmp_path):
     given = [args[i + 1] for i, arg in enumerate(args) if arg == "--param"]
     assert parse_params(given) == overrides
     assert "--param" not in shlex.split(command_line(plain))
+
+
+def test_workers_import_at_once_and_answer_in_order(tmp_path):
+    """Two workers started without waiting both greet; replies sent ahead are read in order."""
+    import sys
+
+    from anomaly.bench.worker import BenchError, WorkerClient
+
+    python = sys.executable
+    first = WorkerClient(python, "ours", tmp_path / "a.log", REPO, greet=False)
+    second = WorkerClient(python, "ours", tmp_path / "b.log", REPO, greet=False)
+    try:
+        assert first.hello == {} and second.hello == {}
+        hellos = [first.greet(), second.greet()]
+        assert [h["system"] for h in hellos] == ["ours", "ours"]
+        assert hellos[0]["pid"] != hellos[1]["pid"]
+        assert first.greet() is hellos[0]  # greeted once
+        for client in (first, second):
+            client.send({"op": "hello"})
+        assert [c.receive("hello")["pid"] for c in (first, second)] == [h["pid"] for h in hellos]
+        with pytest.raises(BenchError, match="failed on 'fit'"):
+            first.call({"op": "fit", "model": "no-such-model", "params": {}, "train": [], "bundle_dir": str(tmp_path)})
+    finally:
+        first.close()
+        second.close()
+
+    dead = WorkerClient(python, "no-such-system", tmp_path / "c.log", REPO, greet=False)
+    try:
+        with pytest.raises(BenchError, match="stopped during 'hello'"):
+            dead.greet()
+    finally:
+        dead.close()

@@ -1,7 +1,7 @@
 """One measuring process per system, model and setting, driven over a pipe.
 
 Each system (ours, anomalib) fits and scores in its own process, started fresh for every
-(category, model, setting), so that its peak resident memory is its own (imports, fit and
+(category, model, setting) and seed, so that its peak resident memory is its own (imports, fit and
 scoring of that model alone) and the two never share an interpreter, allocator or thread
 pool. The coordinator (:mod:`anomaly.bench.run`) sends one JSON request per line on the
 worker's standard input and reads one JSON reply per line; every timing is taken inside
@@ -230,9 +230,12 @@ class WorkerClient:
         log_path: File receiving the worker's standard error.
         code_root: Folder holding the ``anomaly`` package that the coordinator runs, put
             first on the worker's ``PYTHONPATH`` so both sides run the same code.
+        greet: Wait for the worker's ``hello`` (its imports done) before returning. With
+            ``False`` the process starts importing and :meth:`greet` waits for it later, so
+            two workers can import at once (nothing is timed while they import).
     """
 
-    def __init__(self, python: str, system: str, log_path: Path, code_root: Path) -> None:
+    def __init__(self, python: str, system: str, log_path: Path, code_root: Path, *, greet: bool = True) -> None:
         self.system = system
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +248,40 @@ class WorkerClient:
             [python, "-m", "anomaly.bench.worker", "--system", system],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, text=True, bufsize=1,
         )
-        self.hello = self.call({"op": "hello"})
+        self.hello: dict[str, Any] = {}
+        if greet:
+            self.greet()
+
+    def greet(self) -> dict[str, Any]:
+        """Wait for the worker's imports and keep its ``hello`` (system, versions, pid)."""
+        if not self.hello:
+            self.hello = self.call({"op": "hello"})
+        return self.hello
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Send one request without waiting; :meth:`receive` reads its reply."""
+        try:
+            self._proc.stdin.write(json.dumps(msg) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the worker is gone: receive() says so, with its log
+
+    def receive(self, op: str) -> dict[str, Any]:
+        """Read the reply to the request ``op`` sent last.
+
+        Raises:
+            BenchError: the worker died or answered with an error.
+        """
+        try:
+            line = self._proc.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            raise BenchError(f"{self.system} worker stopped during {op!r}; its log ends with:\n" + self._log_tail())
+        reply = json.loads(line)
+        if "error" in reply:
+            raise BenchError(f"{self.system} worker failed on {op!r}: {reply['error']} (log: {self.log_path})")
+        return reply
 
     def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply.
@@ -253,19 +289,8 @@ class WorkerClient:
         Raises:
             BenchError: the worker died or answered with an error.
         """
-        try:
-            self._proc.stdin.write(json.dumps(msg) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-        except (BrokenPipeError, OSError):
-            line = ""
-        if not line:
-            raise BenchError(f"{self.system} worker stopped during {msg.get('op')!r}; its log ends with:\n"
-                             + self._log_tail())
-        reply = json.loads(line)
-        if "error" in reply:
-            raise BenchError(f"{self.system} worker failed on {msg.get('op')!r}: {reply['error']} (log: {self.log_path})")
-        return reply
+        self.send(msg)
+        return self.receive(str(msg.get("op")))
 
     def close(self) -> None:
         if self._proc.poll() is None:
