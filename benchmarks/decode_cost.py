@@ -10,6 +10,11 @@ counted by type):
 
 Prints one line per file: size, median decode time, and for a PNG the inflate time and the
 rows per filter type (None, Sub, Up, Average, Paeth). Medians over ``--repeat`` runs.
+
+``--alternatives`` also times the other decoders a user could reach for, each where it is
+installed (none is a dependency of ours; ``pip install imagecodecs pyspng``): Pillow,
+imagecodecs' libpng, libspng and libjpeg-turbo bindings, pyspng, and OpenCV's reduced-size
+decoding (``IMREAD_REDUCED_COLOR_2`` and ``_4``, which libjpeg can do while decoding).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -59,10 +65,48 @@ def png_parts(data: bytes) -> tuple[dict[str, int], bytes]:
     return header, b"".join(idat)
 
 
+def alternatives(data: bytes) -> dict[str, Callable[[], object]]:
+    """Other decoders of the file's bytes, by name; those not installed are left out."""
+    import io
+
+    import cv2
+
+    buffer = np.frombuffer(data, np.uint8)
+    out: dict[str, Callable[[], object]] = {
+        "opencv reduced 1/2": lambda: cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_2),
+        "opencv reduced 1/4": lambda: cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_4),
+    }
+    try:
+        from PIL import Image
+
+        out["pillow"] = lambda: np.asarray(Image.open(io.BytesIO(data)))
+    except ImportError:
+        pass
+    try:
+        import imagecodecs
+
+        if data.startswith(PNG_SIGNATURE):
+            out["imagecodecs libpng"] = lambda: imagecodecs.png_decode(data)
+            out["imagecodecs libspng"] = lambda: imagecodecs.spng_decode(data)
+        elif data[:2] == b"\xff\xd8":
+            out["imagecodecs libjpeg-turbo"] = lambda: imagecodecs.jpeg8_decode(data)
+    except ImportError:
+        pass
+    if data.startswith(PNG_SIGNATURE):
+        try:
+            import pyspng
+
+            out["pyspng"] = lambda: pyspng.load(data)
+        except ImportError:
+            pass
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", type=Path, nargs="+")
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--alternatives", action="store_true", help="also time other decoders where installed")
     args = p.parse_args(argv)
     for path in args.files:
         data = path.read_bytes()
@@ -81,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             line += (f" ({header.get('width')} x {header.get('height')}); inflate {inflate:.2f} ms, "
                      f"the rest {decode - inflate:.2f} ms; row filters: {rows}")
         print(line, flush=True)
+        if args.alternatives:
+            for name, fn in alternatives(data).items():
+                print(f"  {name}: {median_ms(fn, args.repeat):.2f} ms", flush=True)
     return 0
 
 
