@@ -410,21 +410,22 @@ def _run_replicate(ours_python: str, category: MVTecCategory, replicate: _Replic
         # fit one after the other, each alone on the machine.
         ours = WorkerClient(ours_python, "ours", logs / f"{stem}-ours.log", code_root, greet=False)
         clients.append(("ours", ours))
+        peer_worker = None
         if run_peer:
-            clients.append(("peer", WorkerClient(peer.python, "anomalib", logs / f"{stem}-anomalib.log", code_root,
-                                                 greet=False)))
+            peer_worker = WorkerClient(peer.python, "anomalib", logs / f"{stem}-anomalib.log", code_root, greet=False)
+            clients.append(("peer", peer_worker))
         for _, client in clients:
             client.greet()
         doc["packages"]["ours"] = doc["packages"]["ours"] or ours.hello["versions"]
         fits = {"ours": ours.call({"op": "fit", "model": ms.model, "params": ms.ours, "train": train_paths,
                                    "bundle_dir": str(bundles / stem)})}
-        if run_peer:
+        if peer_worker is not None:
             backbone = fits["ours"]["backbone"]
             params = {**ms.peer, "seed": replicate.seed}
             if backbone:  # the same pretrained backbone and normalisation on both sides
                 params.update(backbone=backbone["name"], mean=backbone["mean"], std=backbone["std"])
-            fits["peer"] = clients[1][1].call({"op": "fit", "model": ms.model, "params": params,
-                                               "train": train_paths, "bundle_dir": str(bundles / stem)})
+            fits["peer"] = peer_worker.call({"op": "fit", "model": ms.model, "params": params, "train": train_paths,
+                                             "bundle_dir": str(bundles / stem)})
         log.info("bench: %s fit: %s", stem, ", ".join(f"{n} {f['fit_seconds']:.1f} s" for n, f in fits.items()))
         for _, client in clients:
             for _ in range(WARMUP_CALLS):
