@@ -49,6 +49,7 @@ def main() -> None:
     # The one caller (anomaly.geometry, fitting and scoring alike) looks the function up
     # in its module at call time, so one assignment swaps it everywhere.
     anomaly.geometry.resize_image = antialiased_bilinear
+    print("resize: antialiased bilinear (anomalib's filter) in place of area averaging", flush=True)
     sys.argv = [str(REPO / "benchmarks/option_auroc.py"), *sys.argv[1:]]
     runpy.run_path(sys.argv[0], run_name="__main__")
 

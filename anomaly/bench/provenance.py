@@ -28,17 +28,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _first_cpu().get("model name") or platform.processor() or platform.machine()
 
 
-#: The CPU features that decide which numeric kernels numpy, OpenBLAS, MKL and oneDNN run:
-#: two hosts that differ in them can round the same float32 products differently.
+#: The CPU features that decide which numeric kernels numpy, OpenBLAS, MKL and oneDNN run.
+#: Seen here: two AMD hosts with and without AVX-512 gave the same scores to the last digit
+#: stored, an Intel host other ones (the maker is in ``cpu_model``).
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
               "amx_tile")
 
@@ -46,18 +41,26 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
 def _cpu_id() -> dict[str, Any] | None:
     """CPU family, model, stepping and SIMD features (Linux): "AMD EPYC" alone does not tell
     two hosts of a VM apart, and run-to-run float differences between sessions were seen."""
+    fields = _first_cpu()
+    if not fields:
+        return None
+    flags = set(fields.get("flags", "").split())
+    return {"family": fields.get("cpu family"), "model": fields.get("model"), "stepping": fields.get("stepping"),
+            "simd": [f for f in SIMD_FLAGS if f in flags]}
+
+
+def _first_cpu() -> dict[str, str]:
+    """The first processor's ``key: value`` fields of ``/proc/cpuinfo``; empty where there is none."""
+    fields: dict[str, str] = {}
     try:
-        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if not line.strip():
                 break  # the first processor is enough
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     except OSError:
-        return None
-    flags = set(fields.get("flags", "").split())
-    return {"family": fields.get("cpu family"), "model": fields.get("model"), "stepping": fields.get("stepping"),
-            "simd": [f for f in SIMD_FLAGS if f in flags]}
+        return {}
+    return fields
 
 
 def _memory_gb() -> float | None:
