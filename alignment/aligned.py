@@ -168,6 +168,8 @@ class AlignedDetector(Detector):
     # -- fit -------------------------------------------------------------------------------
     def _fit(self, images: Sequence[ImageLike]) -> None:
         decoded = load_images(images)
+        if not self.color:
+            decoded = [gray_if_neutral(image) for image in decoded]
         first = decoded[0]
         for index, image in enumerate(decoded[1:], start=1):
             if _channels(image) != _channels(first):
@@ -260,6 +262,8 @@ class AlignedDetector(Detector):
                 outside the field of view.
         """
         self.check_fitted()
+        if not self.color and self.input_channels_ == 1:
+            image = gray_if_neutral(image)
         self._check_input(image)
         frame = self._resize(image)
         gray = as_gray(frame)
@@ -389,6 +393,26 @@ def _kernel_size(sigma: float) -> tuple[int, int]:
 
 def _channels(image: np.ndarray) -> int:
     return 3 if image.ndim == 3 else 1
+
+
+def gray_if_neutral(image: np.ndarray) -> np.ndarray:
+    """An RGB image whose three channels are equal, as the ``(H, W)`` gray image it holds.
+
+    Gray content is sometimes stored as RGB (a JPEG writer's choice: 16 of DeepPCB's 901
+    good images are 3-channel JPEGs with identical channels among 1-channel ones). A gray
+    model (``color=False``) takes such a file as gray, at fit and at scoring, instead of
+    refusing a mix of channel counts; an image with any colour in it is still refused by
+    a model trained on gray ones.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)``.
+
+    Returns:
+        ``(H, W)`` when the channels are equal (a copy of one), else ``image`` itself.
+    """
+    if image.ndim == 3 and np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]):
+        return np.ascontiguousarray(image[..., 0])
+    return image
 
 
 def _correct_gain_offset(values: np.ndarray, template: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -117,9 +117,24 @@ def test_other_size_is_refused_unless_image_size_is_given(goods, model):
     assert result.maps[0].shape == big.shape
 
 
-def test_channel_count_mismatch_is_refused(model):
+def test_channel_count_mismatch_is_refused(model, fresh):
+    colour = np.stack([fresh[0], fresh[0], fresh[0] // 2], axis=2)
     with pytest.raises(InvalidImageError, match="gray"):
-        model.score([np.zeros((SIZE, SIZE, 3), np.uint8)])
+        model.score([colour])
+
+
+def test_gray_stored_as_rgb_is_taken_as_gray(goods, model, fresh):
+    """Three equal channels are gray content in an RGB file: the gray model takes it as gray."""
+    as_rgb = [np.stack([g] * 3, axis=2) for g in goods]
+    mixed = DifferenceModel().fit(goods[:7] + as_rgb[7:])
+    assert mixed.input_channels_ == 1
+    defect, _ = paste(fresh[0], 255)
+    for image in (fresh[0], defect):
+        gray = model.score([image])
+        rgb = model.score([np.stack([image] * 3, axis=2)])
+        assert rgb.scores[0] == gray.scores[0]
+        np.testing.assert_array_equal(rgb.maps[0], gray.maps[0])
+        assert mixed.score([np.stack([image] * 3, axis=2)]).scores[0] == mixed.score([image]).scores[0]
 
 
 @pytest.mark.parametrize("value,word", [(0, "blank"), (255, "saturated"), (128, "uniform")])
@@ -153,7 +168,7 @@ def test_goods_of_mixed_sizes_or_channels_are_refused(goods):
     with pytest.raises(InvalidImageError, match="image_size"):
         DifferenceModel().fit([goods[0], goods[1][:100]])
     with pytest.raises(InvalidImageError, match="channel"):
-        DifferenceModel().fit([goods[0], np.stack([goods[1]] * 3, axis=2)])
+        DifferenceModel().fit([goods[0], np.stack([goods[1], goods[1], goods[1] // 2], axis=2)])
 
 
 def test_bad_parameters_raise(goods):
