@@ -39,21 +39,25 @@ OUTPUTS = ("bench.json", "bench.md", "accuracy.png", "latency.png")
 def tiny_root(tmp_path_factory) -> Path:
     """One MVTec-layout category: 8 good training parts, 3 good and 3 defective test parts with masks."""
     root = tmp_path_factory.mktemp("bench-data")
-    cat = root / "plate"
-    rng = np.random.default_rng(0)
+    _write_plate(root / "plate", np.random.default_rng(0), spot_suffix=".jpg")
+    return root
+
+
+def _write_plate(cat: Path, rng: np.random.Generator, *, spot_suffix: str = ".png", first_good: int = 0) -> None:
+    """8 good training parts; 3 good test parts (numbered from ``first_good``) and 3 with a
+    bright 12 px square, with its mask."""
     for folder in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
         (cat / folder).mkdir(parents=True)
     for i in range(8):
         cv2.imwrite(str(cat / "train/good" / f"{i:03d}.png"), make_part(rng))
     for i in range(3):
-        cv2.imwrite(str(cat / "test/good" / f"{i:03d}.png"), make_part(rng))
+        cv2.imwrite(str(cat / "test/good" / f"{first_good + i:03d}.png"), make_part(rng))
         bad = make_part(rng)
         bad[30:42, 60:72] = 250
         mask = np.zeros(bad.shape[:2], np.uint8)
         mask[30:42, 60:72] = 255
-        cv2.imwrite(str(cat / "test/spot" / f"{i:03d}.jpg"), bad)
+        cv2.imwrite(str(cat / "test/spot" / f"{i:03d}{spot_suffix}"), bad)
         cv2.imwrite(str(cat / "ground_truth/spot" / f"{i:03d}_mask.png"), mask)
-    return root
 
 
 def _run(root: Path, out: Path, peer: str, models: tuple[str, ...], seeds: tuple[int, ...] = (0,)) -> dict:
@@ -203,12 +207,13 @@ def test_replicates_combine_as_documented():
 
 
 @pytest.mark.parametrize("change, match", [({"seeds": ()}, "seeds"), ({"seeds": (1, 1)}, "seeds"),
-                                           ({"gan_epochs": 0}, "gan_epochs"), ({"max_test": 0}, "max_test")])
+                                           ({"gan_epochs": 0}, "gan_epochs"), ({"max_test": 0}, "max_test"),
+                                           ({"models": ("patchcore", "patchcor")}, "patchcor")])
 def test_bad_bench_configuration_is_refused_before_anything_runs(tmp_path, change, match):
     from anomaly.bench import BenchConfig, run_bench
-    from anomaly.errors import InvalidParameterError
+    from anomaly.errors import InvalidParameterError, UnknownDetectorError
 
-    with pytest.raises(InvalidParameterError, match=match):
+    with pytest.raises((InvalidParameterError, UnknownDetectorError), match=match):
         run_bench(BenchConfig(root=tmp_path, out=tmp_path / "out", peer=None, **change))
     assert not (tmp_path / "out").exists()
 
@@ -287,3 +292,101 @@ def test_workers_import_at_once_and_answer_in_order(tmp_path):
             dead.greet()
     finally:
         dead.close()
+
+
+@pytest.fixture(scope="module")
+def classical_root(tmp_path_factory) -> Path:
+    """Two sets for the classical models, with answers built in.
+
+    ``plate``: 8 good training parts; test: one part turned a quarter (good, but it cannot
+    be aligned; first, so the warm-up call meets a refusal too), 3 good parts, 3 parts with a bright square and one image of noise
+    (no part in it). ``mixed``: training images of two sizes, which the classical models
+    refuse (they compare pixel by pixel).
+    """
+    root = tmp_path_factory.mktemp("bench-classical")
+    rng = np.random.default_rng(1)
+    plate, mixed = root / "plate", root / "mixed"
+    _write_plate(plate, rng, first_good=1)
+    cv2.imwrite(str(plate / "test/good" / "000.png"), np.rot90(make_part(rng)).copy())
+    for folder in ("train/good", "test/good", "test/spot", "ground_truth/spot"):
+        (mixed / folder).mkdir(parents=True)
+    for i in range(8):
+        cv2.imwrite(str(mixed / "train/good" / f"{i:03d}.png"), make_part(rng, size=96 if i % 2 else 80))
+    (plate / "test/scramble").mkdir()
+    (plate / "ground_truth/scramble").mkdir()
+    cv2.imwrite(str(plate / "test/scramble" / "000.png"), rng.integers(0, 256, (96, 96, 3)).astype(np.uint8))
+    cv2.imwrite(str(plate / "ground_truth/scramble" / "000_mask.png"), np.full((96, 96), 255, np.uint8))
+    cv2.imwrite(str(mixed / "test/good" / "000.png"), make_part(rng))
+    cv2.imwrite(str(mixed / "test/spot" / "000.png"), make_part(rng))
+    cv2.imwrite(str(mixed / "ground_truth/spot" / "000_mask.png"), np.zeros((96, 96), np.uint8))
+    return root
+
+
+def _pairwise_auroc(labels: list[int], scores: list[float]) -> float:
+    """AUROC by counting (good, defective) pairs: the definition, ties counting half."""
+    good = [s for s, y in zip(scores, labels) if y == 0]
+    bad = [s for s, y in zip(scores, labels) if y == 1]
+    wins = sum(1.0 if b > g else 0.5 if b == g else 0.0 for g in good for b in bad)
+    return wins / (len(good) * len(bad))
+
+
+@pytest.mark.slow
+def test_classical_models_run_alone_refusals_are_results(classical_root, tmp_path):
+    """Classical models have no anomalib counterpart: one ``defaults`` case per set, ours alone.
+
+    A set whose training images the detector refuses is recorded with the error and the run
+    goes on; a test part it cannot align is rejected (ranked above every scored image), as
+    the service rejects it.
+    """
+    out = tmp_path / "out"
+    assert main(["bench", str(classical_root), "--out", str(out), "--peer", "none", "--models", "difference",
+                 "--max-test", "all", "--seeds", "0", "--quiet"]) == 0
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["complete"] is True
+    by_set = {r["category"]: r for r in doc["results"]}
+    assert sorted(by_set) == ["mixed", "plate"]
+    assert all(r["setting"] == "defaults" and r["model"] == "difference" for r in doc["results"])
+
+    mixed = by_set["mixed"]
+    assert mixed["ours"] is None and mixed["checks"] == {}
+    assert mixed["failed"]["op"] == "fit" and mixed["failed"]["seed"] == 0
+    assert mixed["failed"]["error"].startswith("InvalidImageError")
+
+    plate = by_set["plate"]
+    assert plate["failed"] is None
+    ours, test_set = plate["ours"], plate["test_sets"][0]
+    refused = {name for name, score in zip(test_set["images"], ours["replicates"][0]["scores"]) if score is None}
+    assert refused == {"test/good/000.png", "test/scramble/000.png"}
+    assert (ours["n_refused"], ours["n_refused_good"]) == (2, 1)
+    # Refused parts rank above every scored one: the rotated good part outranks the three
+    # spots (3 pairs lost), ties with the noise image (half a pair).
+    ranked = [np.inf if s is None else s for s in ours["replicates"][0]["scores"]]
+    expected = _pairwise_auroc(test_set["labels"], ranked)
+    assert ours["image_auroc"] == pytest.approx(expected, abs=1e-9)
+    assert expected == pytest.approx((16 - 3 - 0.5) / 16)
+    assert ours["pixel_auroc"] is not None and "2 refused" in ours["pixel_metrics_note"]
+
+    md = (out / "bench.md").read_text()
+    assert "mixed/difference: no figures; ours refused the training images of seed 0 (fit): InvalidImageError" in md
+    assert "could not align 2 of the test images over the seeds (1 of them good)" in md
+
+
+def test_a_refused_fit_fails_the_issue_check_and_other_errors_stop_the_run(tmp_path):
+    from anomaly.bench.run import _checks
+    from anomaly.bench.worker import WorkerClient, WorkerRequestError
+
+    entry = {"ours": None, "peer": None, "ratios": None, "model": "patchcore", "setting": "defaults",
+             "failed": {"system": "ours", "op": "fit", "seed": 0, "error": "InvalidImageError: ..."}}
+    assert _checks(entry) == {"fit_not_refused": False}
+    assert _checks({**entry, "model": "difference"}) == {}
+
+    import sys
+
+    with WorkerClient(sys.executable, "ours", tmp_path / "w.log", REPO) as worker:
+        with pytest.raises(WorkerRequestError) as typed:  # our typed error: recorded by the bench
+            worker.call({"op": "fit", "model": "no-such-model", "params": {}, "train": [], "bundle_dir": str(tmp_path)})
+        with pytest.raises(WorkerRequestError) as untyped:  # anything else: the run stops
+            worker.call({"op": "fit", "model": "patchcore", "params": {}, "bundle_dir": str(tmp_path)})
+    assert (typed.value.op, typed.value.typed, typed.value.system) == ("fit", True, "ours")
+    assert typed.value.error_type == "UnknownDetectorError"
+    assert (untyped.value.typed, untyped.value.error_type) == (False, "KeyError")

@@ -6,7 +6,9 @@ install .[peer]``, or a venv at ``.venv-peer``), with the same EfficientNet-Lite
 ImageNet weights in the same timm backbone, the same stages, input size and
 normalisation, in two comparisons: ``matched`` (same model settings) and ``defaults``
 (each side's own). On request (``--models ganomaly skip-ganomaly``) our GANs are compared
-with anomalib's GANomaly the same way (same images, input size and epoch budget). Every
+with anomalib's GANomaly the same way (same images, input size and epoch budget). Models
+with no counterpart in anomalib (the classical ``difference`` and ``gmm``) run alone, with
+their defaults (one ``defaults`` case per set). Every
 case runs once per seed (``--seeds``, default 0 1 2) on both sides. See
 :mod:`anomaly.bench.protocol` for the settings and the seeded
 sub-sampling, :mod:`anomaly.bench.run` for the timing protocol, and
@@ -39,12 +41,19 @@ Outputs in ``--out DIR``:
     seed: ``seed``, ``images`` relative to the set, ``labels``) and
     ``image_auroc_difference`` (ours - peer: ``delta``, the mean over the seeds, with
     ``low`` and ``high``, a 95 % paired class-stratified bootstrap interval over the test
-    images, ``level``, ``resamples``, ``method``; ``null`` without a peer);
+    images, ``level``, ``resamples``, ``method``; ``null`` without a peer) and ``failed``
+    (``null``, or ``system``, ``op``, ``seed``, ``error`` where our detector refused a
+    seed's training images with a typed error, such as images it cannot align: the case
+    then has no figures and the run goes on);
   - figures (``ours``, ``peer``): ``image_auroc``, ``pixel_auroc``, ``aupro`` (means over
     the seeds), ``image_auroc_std``, ``pixel_auroc_std``, ``aupro_std`` (their sample
     standard deviations, ``null`` for one seed), ``replicates`` (per seed: ``seed``,
     ``image_auroc``, ``pixel_auroc``, ``aupro``, ``fit_seconds``, ``latency_p50_ms``,
-    ``peak_rss_mb``, ``scores``: the raw image scores in ``test_sets`` order), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
+    ``peak_rss_mb``, ``scores``: the raw image scores in ``test_sets`` order, ``null`` for
+    an image refused, ``n_refused``, ``n_refused_good``), ``n_refused`` and
+    ``n_refused_good`` (test images, summed over the seeds, that our detector could not
+    align to its template: the service's ``ALIGNMENT_FAILED`` verdict, a rejected part,
+    so they rank above every scored image in the image AUROC and have no map), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
     loaded, on both sides), ``model_load_seconds``, ``latency_ms`` {``p50``, ``p90``} (end to
     end from the file), ``model_ms`` {``p50``, ``p90``} (the model call), ``decode_ms_p50``,
     ``preprocess_ms_p50`` (peer), ``backbone_ms_p50``, ``latency_over_backbone``,

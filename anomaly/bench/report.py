@@ -112,7 +112,18 @@ def markdown(doc: dict[str, Any]) -> str:
                 _cost(o.get("peak_anon_mb"), pg("peak_anon_mb"), r.get("peak_anon_mb")),
                 _cost(o.get("bundle_mb"), pg("bundle_mb"), r.get("bundle_mb")),
             ]) + " |")
-        skipped = [e for e in rows if e["peer"] is None and e.get("peer_skipped")]
+        for e in rows:
+            failed = e.get("failed")
+            if failed:
+                lines.append(f"\n{e['category']}/{e['model']}: no figures; {OURS_LABEL} refused the training images "
+                             f"of seed {failed['seed']} ({failed['op']}): {failed['error']}")
+            elif (e["ours"] or {}).get("n_refused"):
+                o = e["ours"]
+                lines.append(f"\n{e['category']}/{e['model']}: {OURS_LABEL} could not align {o['n_refused']} of the "
+                             f"test images over the seeds ({o.get('n_refused_good', 0)} of them good): rejected, as the "
+                             "service rejects them (ALIGNMENT_FAILED), so they rank above every scored image; "
+                             "no map for them.")
+        skipped = [e for e in rows if e["peer"] is None and e.get("peer_skipped") and not e.get("failed")]
         for e in skipped:
             lines.append(f"\n{peer_name} not run for {e['category']}/{e['model']}: {e['peer_skipped']}")
         for e in rows:

@@ -29,9 +29,9 @@ import numpy as np
 from anomaly.bench.peer_anomalib import peer_python
 from anomaly.bench.protocol import BENCH_MODELS, GAN_MODELS, SETTINGS, ModelSetting, model_settings, subsample_test, subsample_train
 from anomaly.bench.provenance import git_commit, machine_info
-from anomaly.bench.worker import BenchError, WorkerClient
+from anomaly.bench.worker import BenchError, WorkerClient, WorkerRequestError
 from anomaly.datasets import MVTecCategory, Sample, find_categories
-from anomaly.errors import DatasetError, InvalidParameterError
+from anomaly.errors import DatasetError, InvalidParameterError, UnknownDetectorError
 from anomaly.metrics import paired_auroc_difference
 from anomaly.progress import progress
 
@@ -126,6 +126,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     Raises:
         DatasetError: no MVTec-layout category under ``config.root``.
         InvalidParameterError: an unknown setting or a non-positive limit.
+        UnknownDetectorError: a model name that is not registered.
     """
     _validate(config)
     categories = find_categories(config.root)
@@ -178,7 +179,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     try:
         for category, train_all, test_all, replicates in plans:
             for model in config.models:
-                for setting in [s for s in SETTINGS if s in config.settings]:
+                offered = {ms.setting for ms in model_settings(model)}
+                for setting in [s for s in SETTINGS if s in config.settings and s in offered]:
                     log.info("bench: %s / %s / %s (%d train, %d test, seeds %s)", category.name, model, setting,
                              len(replicates[0].train), len(replicates[0].test), list(config.seeds))
                     entry = _run_case(config, ours_python, category, replicates, model, setting, peer, shared, logs,
@@ -214,6 +216,13 @@ def _validate(config: BenchConfig) -> None:
         raise InvalidParameterError(f"peer must be 'anomalib' or none, got {config.peer!r}")
     if not config.models:
         raise InvalidParameterError("no model to benchmark")
+    from anomaly.detectors.registry import available_detectors  # names only: imports no detector
+
+    known = available_detectors()
+    unknown = [m for m in config.models if m not in known]
+    if unknown:
+        # Checked here: inside the run, a detector's typed error is recorded per case.
+        raise UnknownDetectorError(f"unknown model(s) {unknown}; known: {', '.join(known)}")
 
 
 def _protocol(config: BenchConfig) -> dict[str, Any]:
@@ -306,6 +315,9 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
         "test_sets": [{"seed": r.seed, "images": [_relative(s.path, category.root) for s in r.test],
                        "labels": [int(s.label) for s in r.test]} for r in replicates],
         "image_auroc_difference": None,
+        # Set when our detector refused a seed's training images with a typed error: the
+        # case then has no figures, and the run goes on with the next one.
+        "failed": None,
     }
     key = (category.name, model, setting)
     run_peer = False
@@ -330,8 +342,21 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
 
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
     for replicate in replicates:
-        for name, run in _run_replicate(ours_python, category, replicate, cases[replicate.seed], peer,
-                                        run_peer, logs, bundles, code_root, doc).items():
+        try:
+            replies = _run_replicate(ours_python, category, replicate, cases[replicate.seed], peer, run_peer, logs,
+                                     bundles, code_root, doc)
+        except WorkerRequestError as exc:
+            # Our detector refusing this training set (a typed error: images it cannot align,
+            # of mixed sizes...) is a result for this case; anything else stops the run.
+            if not (exc.system == "ours" and exc.op == "fit" and exc.typed):
+                raise
+            log.warning("bench: %s / %s / %s seed %d: fit refused: %s", category.name, model, setting,
+                        replicate.seed, exc.error)
+            entry["failed"] = {"system": exc.system, "op": exc.op, "seed": replicate.seed, "error": exc.error}
+            entry["peer"], entry["peer_skipped"] = None, entry["peer_skipped"] or "our fit was refused"
+            entry["checks"] = _checks(entry)
+            return entry
+        for name, run in replies.items():
             runs[name].append(run)
     entry["ours"] = _figures(runs["ours"])
     if run_peer:
@@ -369,7 +394,7 @@ def _auroc_difference(entry: dict[str, Any]) -> dict[str, Any] | None:
     blocks = []
     for test_set in entry["test_sets"]:
         a, b = ours.get(test_set["seed"]), peer.get(test_set["seed"])
-        if not a or not b or not len(a) == len(b) == len(test_set["labels"]):
+        if not a or not b or not len(a) == len(b) == len(test_set["labels"]) or None in a or None in b:
             return None  # a seed without both systems' full scores: no paired comparison
         blocks.append((test_set["labels"], a, b))
     found = paired_auroc_difference(blocks, resamples=DIFFERENCE_RESAMPLES, seed=DIFFERENCE_SEED)
@@ -518,8 +543,13 @@ def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_p50_ms": _pct([t.get("e2e_ms") for t in run["timings"]], 50),
             "peak_rss_mb": run["finish"].get("peak_rss_mb"),
             # raw image scores in the order of the entry's ``test_sets`` for this seed
-            "scores": [float(f"{t['score']:.7g}") for t in run["timings"]],
+            # (``None``: an image the detector refused, see ``n_refused``)
+            "scores": [None if t["score"] is None else float(f"{t['score']:.7g}") for t in run["timings"]],
+            "n_refused": run["finish"].get("n_refused", 0),
+            "n_refused_good": run["finish"].get("n_refused_good", 0),
         } for run in runs],
+        "n_refused": sum(run["finish"].get("n_refused", 0) for run in runs),
+        "n_refused_good": sum(run["finish"].get("n_refused_good", 0) for run in runs),
     })
     if fig["latency_ms"]["p50"] and fig["backbone_ms_p50"]:
         fig["latency_over_backbone"] = round(fig["latency_ms"]["p50"] / fig["backbone_ms_p50"], 3)
@@ -566,6 +596,8 @@ def _checks(entry: dict[str, Any]) -> dict[str, bool | None]:
     checks: dict[str, bool | None] = {}
     if model not in BENCH_MODELS:  # the issue sets bars for PatchCore and PaDiM only
         return checks
+    if entry.get("failed"):
+        return {"fit_not_refused": False}
 
     def at_most(value: float | None, bar: float) -> bool | None:
         return None if value is None else bool(value <= bar)

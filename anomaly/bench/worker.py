@@ -9,7 +9,12 @@ the worker, around the measured call only, so the pipe costs nothing that is rep
 
 Requests (``op``): ``hello``, ``fit``, ``warmup``, ``score``, ``finish``,
 ``backbone_check`` (anomalib only) and ``quit``. A failure is answered with
-``{"error": ...}`` and the worker goes on.
+``{"error": ..., "error_type": ..., "typed": ...}`` (``typed``: one of our own typed errors,
+:class:`anomaly.errors.AnomalyError`, such as a training set a detector refuses) and the
+worker goes on. A test image that our detector cannot align to its template
+(:class:`anomaly.errors.AlignmentError`) is not a failure: it is the verdict the service
+gives such a part (``ALIGNMENT_FAILED``, the part is rejected), answered with
+``"score": null`` and ``"refused"``, and ranked above every scored image in the image AUROC.
 
 Run as ``python -m anomaly.bench.worker --system ours|anomalib``.
 """
@@ -21,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,13 +34,33 @@ from typing import Any, Protocol
 import numpy as np
 
 from anomaly.datasets import Sample
-from anomaly.errors import AnomalyError
+from anomaly.errors import AlignmentError, AnomalyError
 
 
 class BenchError(AnomalyError):
     """A benchmark worker failed or answered with an error."""
 
     code = "bench_failed"
+
+
+class WorkerRequestError(BenchError):
+    """A worker, still running, answered one request with an error.
+
+    Attributes:
+        system: ``"ours"`` or ``"anomalib"``.
+        op: The request that failed.
+        error: ``"ErrorType: message"`` as the worker gave it.
+        error_type: The exception's class name.
+        typed: Whether it is one of our own typed errors (:class:`AnomalyError`): a
+            detector refusing its input (a training set it cannot align, images of mixed
+            sizes), which the coordinator records for the case, against a bug or a crash,
+            which stops the run.
+    """
+
+    def __init__(self, message: str, *, system: str, op: str, error: str, error_type: str | None,
+                 typed: bool) -> None:
+        super().__init__(message)
+        self.system, self.op, self.error, self.error_type, self.typed = system, op, error, error_type, typed
 
 
 class System(Protocol):
@@ -108,13 +134,19 @@ class _Accumulator:
     """
 
     def __init__(self) -> None:
-        self.scores: list[float] = []
+        self.scores: list[float | None] = []
         self.labels: list[int] = []
         self.types: list[str] = []
         self.stored: list[tuple[np.ndarray, np.ndarray | None, tuple[int, int]]] = []
         self.masks_available = True
         self.maps_available = True
         self.total_pixels = 0
+
+    def add_refused(self, sample: Sample) -> None:
+        """A test image the detector refused (could not align): rejected, no score and no map."""
+        self.scores.append(None)
+        self.labels.append(int(sample.label))
+        self.types.append(sample.defect_type)
 
     def add(self, sample: Sample, score: float, amap: np.ndarray | None) -> None:
         self.scores.append(float(score))
@@ -133,11 +165,23 @@ class _Accumulator:
         from anomaly.evaluate import _pixel_report
         from anomaly.metrics import image_auroc
 
-        out: dict[str, Any] = {"image_auroc": image_auroc(self.labels, self.scores) if self.scores else None}
+        refused = [i for i, s in enumerate(self.scores) if s is None]
+        scored = [s for s in self.scores if s is not None]
+        # A refused part is rejected by the service (ALIGNMENT_FAILED): it ranks above
+        # every scored image, ties among the refused.
+        top = (max(scored) if scored else 0.0) + 1.0
+        ranked = [top if s is None else s for s in self.scores]
+        out: dict[str, Any] = {"image_auroc": image_auroc(self.labels, ranked) if self.scores else None,
+                               "n_refused": len(refused),
+                               "n_refused_good": sum(1 for i in refused if self.labels[i] == 0)}
         if not self.maps_available:
             out.update({"pixel_auroc": None, "aupro": None, "pixel_metrics_note": "the model gives no anomaly map"})
+        elif not self.stored:
+            out.update({"pixel_auroc": None, "aupro": None, "pixel_metrics_note": "no image was scored"})
         else:
             out.update(_pixel_report(self.stored, self.masks_available, self.total_pixels))
+            if refused:
+                out["pixel_metrics_note"] += f"; over the {len(self.stored)} images scored, {len(refused)} refused"
         return out
 
 
@@ -181,14 +225,24 @@ def serve(system_name: str) -> int:
                 fit_anon = anon.sample()
                 reply["fit_peak_rss_mb"] = round(fit_rss, 1)
             elif op == "warmup":
-                system.score(msg["path"])
+                try:
+                    system.score(msg["path"])
+                except AlignmentError:
+                    pass  # a part refused warms up the same code up to the refusal
                 reply = {"ok": True}
             elif op == "score":
                 sample = Sample(Path(msg["path"]), int(msg["label"]), msg["defect_type"],
                                 Path(msg["mask"]) if msg.get("mask") else None)
-                score, amap, timings = system.score(msg["path"])
-                acc.add(sample, score, amap)
-                reply = {"score": float(score), **timings}
+                start = time.perf_counter()
+                try:
+                    score, amap, timings = system.score(msg["path"])
+                except AlignmentError as exc:  # the service's ALIGNMENT_FAILED verdict: rejected
+                    acc.add_refused(sample)
+                    reply = {"score": None, "refused": f"{type(exc).__name__}: {exc}",
+                             "e2e_ms": (time.perf_counter() - start) * 1e3}
+                else:
+                    acc.add(sample, score, amap)
+                    reply = {"score": float(score), **timings}
             elif op == "finish":
                 reply = acc.metrics()
                 reply["peak_rss_mb"] = round(peak_rss_mb(), 1)
@@ -206,7 +260,8 @@ def serve(system_name: str) -> int:
                 reply = {"error": f"unknown op {op!r}"}
         except Exception as exc:  # noqa: BLE001 - reported to the coordinator, which decides
             traceback.print_exc()
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
+            reply = {"error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
+                     "typed": isinstance(exc, AnomalyError)}
         replies.write(json.dumps(reply, default=_json_default) + "\n")
     return 0
 
@@ -270,7 +325,8 @@ class WorkerClient:
         """Read the reply to the request ``op`` sent last.
 
         Raises:
-            BenchError: the worker died or answered with an error.
+            WorkerRequestError: the worker answered with an error.
+            BenchError: the worker died.
         """
         try:
             line = self._proc.stdout.readline()
@@ -280,14 +336,17 @@ class WorkerClient:
             raise BenchError(f"{self.system} worker stopped during {op!r}; its log ends with:\n" + self._log_tail())
         reply = json.loads(line)
         if "error" in reply:
-            raise BenchError(f"{self.system} worker failed on {op!r}: {reply['error']} (log: {self.log_path})")
+            raise WorkerRequestError(f"{self.system} worker failed on {op!r}: {reply['error']} (log: {self.log_path})",
+                                     system=self.system, op=op, error=str(reply["error"]),
+                                     error_type=reply.get("error_type"), typed=bool(reply.get("typed")))
         return reply
 
     def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply.
 
         Raises:
-            BenchError: the worker died or answered with an error.
+            WorkerRequestError: the worker answered with an error.
+            BenchError: the worker died.
         """
         self.send(msg)
         return self.receive(str(msg.get("op")))
