@@ -16,6 +16,13 @@ at the pixel threshold with the bundle's area filter, the share of ground-truth 
 regions (8-connected components of the masks) that a reported region overlaps, and the
 reported regions per good image (all false). ``per_defect_type`` repeats the image
 figures per defect folder.
+
+A test part that the detector cannot align to its template
+(:class:`~anomaly.errors.AlignmentError`, the classical models) gets the service's verdict
+``ALIGNMENT_FAILED``: it is rejected, so it ranks above every scored image in the image
+figures and counts as rejected at the thresholds; it has no map, so the pixel and region
+figures are over the images scored. ``n_refused`` and ``refused`` (image, defect type,
+error) list them.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 
 from anomaly.calibration import clopper_pearson, verdict
 from anomaly.datasets import MVTecCategory
+from anomaly.errors import AlignmentError
 from anomaly.grading import grade, min_area_px
 from anomaly.imageio import decode_image
 from anomaly.metrics import PixelMetrics, f1_max, image_auroc, quantile_thresholds
@@ -112,32 +120,48 @@ def evaluate(
     graded: list[str] = []
 
     backbone_forward = _backbone_timer(detector)
-    scores, labels, types = [], [], []
+    scores: list[float | None] = []
+    labels, types, scored_types = [], [], []
+    refused: list[dict[str, Any]] = []
     stored_maps, masks_available = [], True
     e2e_ms, decode_ms, backbone_ms = [], [], []
     total_pixels = 0
+
+    def timed_score(data: bytes):
+        """The end-to-end call, timed; a part it cannot align comes back as the error."""
+        t0 = time.perf_counter()
+        try:
+            return detector.score([data])
+        except AlignmentError as exc:  # the service's ALIGNMENT_FAILED verdict: rejected
+            return exc
+        finally:
+            e2e_ms.append((time.perf_counter() - t0) * 1e3)
+
     for k, sample in enumerate(progress(samples, desc=f"eval {category.name}")):
         data = sample.path.read_bytes()
         # The floor (decode + backbone) and the end-to-end call are timed in alternating
         # order: whichever runs second finds the CPU's threads and caches warm, so a fixed
         # order would favour one of them.
         if k % 2 and backbone_forward is not None:
-            t0 = time.perf_counter()
-            result = detector.score([data])
-            e2e_ms.append((time.perf_counter() - t0) * 1e3)
+            result = timed_score(data)
         t0 = time.perf_counter()
         image = decode_image(data, label=str(sample.path))
         decode_ms.append((time.perf_counter() - t0) * 1e3)
         if backbone_forward is not None:
             backbone_ms.append(backbone_forward(image))
         if not (k % 2 and backbone_forward is not None):
-            t0 = time.perf_counter()
-            result = detector.score([data])
-            e2e_ms.append((time.perf_counter() - t0) * 1e3)
-        amap = result.maps[0]
-        scores.append(float(result.scores[0]))
+            result = timed_score(data)
         labels.append(sample.label)
         types.append(sample.defect_type)
+        if isinstance(result, AlignmentError):
+            scores.append(None)
+            refused.append({"image": str(sample.path), "defect_type": sample.defect_type, "error": str(result)})
+            if pixel is not None:
+                graded.append("ALIGNMENT_FAILED")
+            continue
+        amap = result.maps[0]
+        scores.append(float(result.scores[0]))
+        scored_types.append(sample.defect_type)
         mask = sample.read_mask(amap.shape)
         if mask is None:
             masks_available = False
@@ -148,6 +172,9 @@ def evaluate(
             region_rows.append(_region_row(amap, pixel, min_area, len(found), mask))
         stored_maps.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
     score_rss = peak_rss_mb()
+    # Refused parts rank above every scored image and every threshold (rejected).
+    top = max([s for s in scores if s is not None] + [float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"]))])
+    scores = [top + 1.0 if s is None else s for s in scores]
 
     report: dict[str, Any] = {
         "dataset": str(category.root),
@@ -162,6 +189,8 @@ def evaluate(
         "limit_train": limit_train,
         "n_test": len(samples),
         "n_test_defective": int(np.sum(labels)),
+        "n_refused": len(refused),
+        "refused": refused,
         "image_auroc": image_auroc(labels, scores),
         "f1_max_image": f1_max(labels, scores)[0],
         "fit_seconds": round(model.fit_seconds, 3),
@@ -186,7 +215,7 @@ def evaluate(
             **per_type.get(t, {})}
         for t in sorted(set(types) - {"good"})
     }
-    report["regions"] = region_report(region_rows, types, masks_available) if region_rows else None
+    report["regions"] = region_report(region_rows, scored_types, masks_available) if region_rows else None
     report.update(_pixel_report(stored_maps, masks_available, total_pixels))
     if extra is not None:
         extra(report, {"scores": np.asarray(scores), "labels": np.asarray(labels), "types": types, "model": model,
@@ -208,7 +237,8 @@ def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], c
         labels: ``(N,)`` 0 good / 1 defective.
         types: Defect type per image (``"good"`` for good ones).
         cal: The calibration (``t_ng``, ``t_review``, ``target_frr``, ``expected``).
-        graded: Optional final verdicts after region grading, one per image.
+        graded: Optional final verdicts after region grading, one per image (``NG`` and
+            ``ALIGNMENT_FAILED`` count as rejected).
 
     Returns:
         ``({"thresholds", "detection_estimate", "good_only", "oracle"}, {defect type:
@@ -236,9 +266,10 @@ def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], c
     }
     if graded is not None and len(graded) == len(scores):
         g = np.asarray(graded)
+        rejected = np.isin(g, ("NG", "ALIGNMENT_FAILED"))
         good_only["graded"] = {
-            "frr_test_good": _rate(int(np.sum((g == "NG") & good)), int(good.sum())),
-            "recall": _rate(int(np.sum((g == "NG") & bad)), int(bad.sum())),
+            "frr_test_good": _rate(int(np.sum(rejected & good)), int(good.sum())),
+            "recall": _rate(int(np.sum(rejected & bad)), int(bad.sum())),
             "review_fraction": float(np.mean(g == "REVIEW")),
         }
     out["good_only"] = good_only

@@ -97,3 +97,30 @@ def test_eval_writes_the_documented_keys(product, tmp_path, capsys):
         assert key in report, key
     assert report["image_auroc"] == 1.0 and report["n_test"] == 6
     assert set(report["latency_ms"]) == {"p50", "p90"}
+
+
+def test_eval_rejects_the_parts_it_cannot_align(product, tmp_path):
+    """A classical model's ALIGNMENT_FAILED parts are rejected, not a crash of the evaluation.
+
+    The product's test set plus a good part turned a quarter and an image of noise: both
+    refused, so they rank above every scored part (the noise ties with the turned part).
+    """
+    import shutil
+
+    root = tmp_path / "part"
+    shutil.copytree(product, root)
+    rng = np.random.default_rng(5)
+    write_png(root / "test" / "good" / "003.png", np.rot90(make_part(rng)).copy())
+    (root / "test" / "scramble").mkdir()
+    write_png(root / "test" / "scramble" / "000.png", rng.integers(0, 256, (96, 96, 3)).astype(np.uint8))
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(root), "--model", "difference", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_test"] == 8 and report["n_refused"] == 2
+    assert sorted(r["image"].split("/test/")[1] for r in report["refused"]) == ["good/003.png", "scramble/000.png"]
+    assert all(r["error"] for r in report["refused"])
+    # 3 plain goods below the 4 defective (12 pairs), the turned good above the 3 spots
+    # (3 pairs lost) and tied with the noise (half a pair): 12.5 of 16.
+    assert report["image_auroc"] == pytest.approx(12.5 / 16)
+    assert report["good_only"]["frr_test_good"]["k"] >= 1  # the turned good part is rejected
+    assert report["per_defect_type"]["scramble"]["recall"] == 1.0
