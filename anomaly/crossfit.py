@@ -18,6 +18,11 @@ feature sums). Any other detector is refitted ``k`` times here, then once on all
 Scores of a fold model see ``(k-1)/k`` of the images, so they are if anything slightly
 higher than the final model's would be on new good parts: thresholds err on the side of
 fewer false rejects, never more.
+
+A good image that its fold model cannot align to the template (the classical models'
+:class:`~anomaly.errors.AlignmentError`) is a result, not a failure: it is what the line
+would answer for that part (``ALIGNMENT_FAILED``). Its score is NaN, its map ``None``,
+and ``extras["refused"]`` lists the refused indices (see :func:`score_or_refuse`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 
 from anomaly.detectors.base import AnomalyResult, Detector
 from anomaly.detectors.registry import create_detector
-from anomaly.errors import InvalidParameterError
+from anomaly.errors import AlignmentError, InvalidParameterError
 from anomaly.imageio import ImageLike
 from anomaly.progress import progress
 
@@ -62,6 +67,35 @@ def shrink_map(amap: np.ndarray, max_side: int | None) -> np.ndarray:
     return cv2.resize(amap, size, interpolation=cv2.INTER_NEAREST)
 
 
+def score_or_refuse(detector: Detector, images: Sequence[ImageLike]) -> tuple[list[float | None],
+                                                                            list[np.ndarray | None]]:
+    """Score a batch; where the detector cannot align an image, ``None`` for its score and map.
+
+    The batch is scored in one call; only if that raises :class:`AlignmentError` are its
+    images scored one by one, so the others keep their scores.
+
+    Returns:
+        ``(scores, maps)``, one per image, ``None`` for each image refused.
+    """
+    try:
+        result = detector.score(list(images))
+        return [float(s) for s in result.scores], list(result.maps)
+    except AlignmentError:
+        pass
+    scores: list[float | None] = []
+    maps: list[np.ndarray | None] = []
+    for image in images:
+        try:
+            one = detector.score([image])
+        except AlignmentError:
+            scores.append(None)
+            maps.append(None)
+        else:
+            scores.append(float(one.scores[0]))
+            maps.append(one.maps[0])
+    return scores, maps
+
+
 def score_out_of_fold(
     images: Sequence[ImageLike],
     folds: np.ndarray,
@@ -80,16 +114,23 @@ def score_out_of_fold(
         desc: Progress-bar label.
 
     Returns:
-        Out-of-fold scores ``(n,)`` and maps, in input order.
+        Out-of-fold scores ``(n,)`` and maps, in input order; an image its fold model
+        could not align has a NaN score and no map, and is listed (indices, increasing)
+        in ``extras["refused"]``.
     """
     scores = np.zeros(len(images))
     maps: list[np.ndarray | None] = [None] * len(images)
+    refused: list[int] = []
     for j in progress(range(int(folds.max()) + 1), desc=desc):
         inside = np.flatnonzero(folds == j)
-        result = fold_model(j, inside).score([images[i] for i in inside])
-        for i, s, m in zip(inside, result.scores, result.maps):
-            scores[i], maps[i] = s, shrink_map(m, max_map_side)
-    return AnomalyResult(scores=scores, maps=maps)
+        fold_scores, fold_maps = score_or_refuse(fold_model(j, inside), [images[i] for i in inside])
+        for i, s, m in zip(inside, fold_scores, fold_maps):
+            if s is None:
+                scores[i] = np.nan
+                refused.append(int(i))
+            else:
+                scores[i], maps[i] = s, shrink_map(m, max_map_side)
+    return AnomalyResult(scores=scores, maps=maps, extras={"refused": sorted(refused)})
 
 
 def cross_fit(

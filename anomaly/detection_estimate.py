@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from anomaly.crossfit import score_or_refuse
 from anomaly.detectors.base import Detector
 from anomaly.errors import InvalidImageError, InvalidParameterError
 from anomaly.imageio import ImageLike, as_image
@@ -75,7 +76,8 @@ def estimate_detection(
 
     Returns:
         ``{"method", "kinds", "sizes_px", "sizes_mm", "contrast", "per_cell",
-        "random_state", "samples": [[kind, size_px, score, mask_max], ...], "skipped",
+        "random_state", "samples": [[kind, size_px, score, mask_max], ...] (``None`` score
+        and mask_max: a part the model could not align, rejected), "skipped",
         "rates", "min_size_90", "summary"}``; see :func:`detection_rates`.
     """
     from anomaly.synthesis import KINDS, DefectSpec, make_defect
@@ -113,9 +115,11 @@ def estimate_detection(
                 masks.append(mask)
             if not batch:
                 continue
-            result = detector.score(batch)
-            for score, amap, mask in zip(result.scores, result.maps, masks):
-                samples.append([kind, size, float(score), float(amap[mask].max())])
+            scores, maps = score_or_refuse(detector, batch)
+            for score, amap, mask in zip(scores, maps, masks):
+                # A defect that keeps the part from aligning is rejected on the line
+                # (ALIGNMENT_FAILED): score None, counted as NG and flagged, not located.
+                samples.append([kind, size, score, None if amap is None else float(amap[mask].max())])
     out: dict[str, Any] = {
         "method": (f"{per_cell} synthetic defects (contrast {contrast:g}) per kind and size pasted into the "
                    "training images, scored by the final model"),
@@ -152,8 +156,8 @@ def detection_rates(detection: dict[str, Any], calibration: dict[str, Any], *,
             cell = [s for s in rows if s[1] == size]
             if not cell:
                 continue
-            score = np.array([s[2] for s in cell])
-            inside = np.array([s[3] for s in cell])
+            score = np.array([np.inf if s[2] is None else s[2] for s in cell], dtype=np.float64)
+            inside = np.array([-np.inf if s[3] is None else s[3] for s in cell], dtype=np.float64)
             per_size[_key(size)] = {
                 "n": len(cell),
                 "ng": float(np.mean(score >= t_ng)),
@@ -187,6 +191,10 @@ def _summary(rates, smallest, calibration: dict[str, Any], pixel_size_mm: float 
     frr = expected.get("frr", calibration.get("target_frr"))
     unit = (lambda s: f"{s * pixel_size_mm:.3g} mm") if pixel_size_mm else (lambda s: f"{s:g} px")
     head = f"at this threshold about {frr:.2%} of good parts are rejected" if frr is not None else "at this threshold"
+    refused = calibration.get("alignment_refused")
+    if refused and frr is not None:
+        head = (f"at this threshold about {frr:.2%} of the good parts that align are rejected, and "
+                f"{refused['rate']:.1%} of good parts did not align ({refused['k']} of {refused['n']} out of fold)")
     parts = []
     for kind, size in smallest.items():
         if kind == "all":

@@ -19,10 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from anomaly.bundle import TrainingData, fingerprint_images
-from anomaly.calibration import calibrate
+from anomaly.calibration import calibrate, clopper_pearson
 from anomaly.crossfit import cross_fit
 from anomaly.detectors.base import Detector
-from anomaly.errors import DatasetError, InvalidParameterError
+from anomaly.errors import AlignmentError, DatasetError, InvalidParameterError
 from anomaly.grading import check_rules
 from anomaly.imageio import ImageLike
 
@@ -91,6 +91,11 @@ def train(
         detection: Run the synthetic-defect detection estimate.
         holdout_fraction: Ignored: cross-fitting replaced the hold-out. Accepted so that
             callers of the earlier signature keep working.
+
+    Raises:
+        DatasetError: fewer than 2 images.
+        AlignmentError: fewer than 2 goods could be aligned out of fold (classical models;
+            goods refused out of fold are recorded in ``calibration["alignment_refused"]``).
     """
     images = list(images)
     if len(images) < 2:
@@ -107,11 +112,32 @@ def train(
     fit_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    maxima = np.array([float(m.max()) for m in result.maps])
-    values = np.concatenate([m.ravel()[:: max(1, m.size // 2000)] for m in result.maps])
-    calibration = calibrate(result.scores, target_frr=target_frr, review_rate=review_rate,
+    # Goods that a model which had not seen them could not align (classical models) would
+    # be ALIGNMENT_FAILED on the line: the thresholds come from the goods that align, and
+    # the share refused is kept beside them, as a rate of its own.
+    refused = [int(i) for i in result.extras.get("refused") or []]
+    aligned = np.setdiff1d(np.arange(len(images)), refused)
+    if len(aligned) < 2:
+        raise AlignmentError(
+            f"only {len(aligned)} of {len(images)} good images could be aligned by a model that had not seen "
+            "them: the goods do not share one template (check the product, the framing, or the motion model)")
+    maps = [result.maps[i] for i in aligned]
+    maxima = np.array([float(m.max()) for m in maps])
+    values = np.concatenate([m.ravel()[:: max(1, m.size // 2000)] for m in maps])
+    calibration = calibrate(result.scores[aligned], target_frr=target_frr, review_rate=review_rate,
                             good_map_maxima=maxima, good_map_values=values, pixel_rate=pixel_rate,
                             n_folds=int(folds.max()) + 1, split_seed=seed)
+    if refused:
+        lo, hi = clopper_pearson(len(refused), len(images))
+        calibration["alignment_refused"] = {
+            "goods": refused, "k": len(refused), "n": len(images), "rate": len(refused) / len(images),
+            "ci95": [lo, hi],
+            "note": "good images a model that had not seen them could not align: on the line such parts get "
+                    "ALIGNMENT_FAILED, on top of the thresholds' false rejects (computed over the goods that align)",
+        }
+        log.warning("%d of %d good images could not be aligned out of fold (indices %s): about %.1f %% of good "
+                    "parts would be ALIGNMENT_FAILED", len(refused), len(images), refused,
+                    100.0 * len(refused) / len(images))
     calibration["pixel_size_mm"] = pixel_size_mm
     calibration["grading"] = rules
     calibration_seconds = time.perf_counter() - start

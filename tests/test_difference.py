@@ -195,3 +195,40 @@ def test_bundle_keeps_masks_and_tolerances(goods, fresh, tmp_path):
     np.testing.assert_array_equal(a.maps[0], b.maps[0])
     assert loaded.reference_index_ == model.reference_index_
     assert load_bundle(tmp_path / "b").manifest["training"]["reference_index"] == model.reference_index_
+
+
+def test_a_good_refused_out_of_fold_is_counted_not_fatal(goods):
+    """A good part pushed 12 px out of frame aligns in the template but not for a fold model
+    that did not see it: training records it as an ALIGNMENT_FAILED rate and calibrates
+    its thresholds on the goods that align."""
+    from anomaly.calibration import calibrate
+    from anomaly.crossfit import assign_folds, score_out_of_fold
+    from anomaly.training import train
+
+    moved = np.full_like(goods[0], 72)
+    moved[:, 12:] = goods[0][:, :-12]
+    images = goods[1:] + [moved]
+    model = train("difference", images, detection=True)
+    refused = model.calibration["alignment_refused"]
+    assert refused["goods"] == [13] and (refused["k"], refused["n"]) == (1, 14)
+    assert refused["ci95"][0] < 1 / 14 < refused["ci95"][1]
+    assert "did not align (1 of 14 out of fold)" in model.calibration["detection"]["summary"]
+
+    folds = assign_folds(len(images), 5, 0)
+    oof = score_out_of_fold(images, folds, lambda j, inside: DifferenceModel().fit(
+        [images[i] for i in np.flatnonzero(folds != j)]), max_map_side=256)
+    assert oof.extras["refused"] == [13] and np.isnan(oof.scores[13]) and oof.maps[13] is None
+    expected = calibrate(oof.scores[:13], n_folds=5, split_seed=0,
+                         good_map_maxima=[float(m.max()) for m in oof.maps[:13]])
+    assert model.calibration["t_ng"] == pytest.approx(expected["t_ng"])
+    assert model.calibration["n_good"] == 13
+
+
+def test_detection_rates_count_a_refused_synthetic_part_as_rejected():
+    from anomaly.detection_estimate import detection_rates
+
+    detection = {"kinds": ["spot"], "sizes_px": [8.0],
+                 "samples": [["spot", 8.0, None, None], ["spot", 8.0, 0.5, 0.1], ["spot", 8.0, 2.0, 3.0],
+                             ["spot", 8.0, 0.2, 0.1]]}
+    rates = detection_rates(detection, {"t_ng": 1.0, "t_review": 0.4, "pixel_threshold": 1.0})["rates"]["spot"]["8"]
+    assert rates == {"n": 4, "ng": 0.5, "flagged": 0.75, "located": 0.25}

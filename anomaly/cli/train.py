@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         "t_ng": cal["t_ng"],
         "pixel_threshold": cal.get("pixel_threshold"),
         "expected": cal.get("expected"),
+        # Goods not aligned out of fold (classical models): ALIGNMENT_FAILED on the line.
+        "alignment_refused": cal.get("alignment_refused"),
         "detection": (cal.get("detection") or {}).get("summary"),
         "min_size_90": (cal.get("detection") or {}).get("min_size_90"),
     })
