@@ -171,15 +171,16 @@ class AlignedDetector(Detector):
         if not self.color:
             decoded = [gray_if_neutral(image) for image in decoded]
         first = decoded[0]
+        names = [_good_name(source, index) for index, source in enumerate(images)]
         for index, image in enumerate(decoded[1:], start=1):
             if _channels(image) != _channels(first):
                 raise InvalidImageError(
-                    f"good image {index} has {_channels(image)} channel(s) (shape {image.shape}), image 0 has "
+                    f"{names[index]} has {_channels(image)} channel(s) (shape {image.shape}), {names[0]} has "
                     f"{_channels(first)} (shape {first.shape}); all good images must have one channel count"
                 )
             if self.image_size is None and image.shape[:2] != first.shape[:2]:
                 raise InvalidImageError(
-                    f"good image {index} is {image.shape[1]} x {image.shape[0]} pixels, image 0 is "
+                    f"{names[index]} is {image.shape[1]} x {image.shape[0]} pixels, {names[0]} is "
                     f"{first.shape[1]} x {first.shape[0]}; give image_size to resize them to one size"
                 )
         frames = [self._resize(image) for image in decoded]
@@ -193,6 +194,7 @@ class AlignedDetector(Detector):
             options=self._options,
             reference_index=self.reference_index,
             refine_iterations=int(self.refine_iterations),
+            names=names,
         )
         del frames, grays
         stack = aligned.stack
@@ -393,6 +395,13 @@ def _kernel_size(sigma: float) -> tuple[int, int]:
 
 def _channels(image: np.ndarray) -> int:
     return 3 if image.ndim == 3 else 1
+
+
+def _good_name(source: ImageLike, index: int) -> str:
+    """How an error names a good image: its index, and its file when it came as a path."""
+    if isinstance(source, (str, Path)):
+        return f"good image {index} ({source})"
+    return f"good image {index}"
 
 
 def gray_if_neutral(image: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ def build_template(
     options: RegistrationOptions | None,
     reference_index: int | None = None,
     refine_iterations: int = 1,
+    names: Sequence[str] | None = None,
 ) -> AlignedGoods:
     """Build the golden template and align the goods to it.
 
@@ -92,6 +93,7 @@ def build_template(
             the median (:func:`choose_reference`).
         refine_iterations: Rounds of "align to the template, average" before the final
             alignment (each over at most 48 goods spread evenly over ``frames``).
+        names: How errors name each good (e.g. its file); default ``good image {index}``.
 
     Returns:
         :class:`AlignedGoods`.
@@ -130,7 +132,7 @@ def build_template(
         total = np.zeros((h, w), dtype=np.float64)
         count = np.zeros((h, w), dtype=np.float64)
         for index in sample:
-            warped = _register_good(options, grays[index], pyramid, int(index)).warped
+            warped = _register_good(options, grays[index], pyramid, _name(names, int(index))).warped
             ok = np.isfinite(warped)
             total[ok] += warped[ok]
             count += ok
@@ -142,7 +144,7 @@ def build_template(
     matrices = np.empty((n, 3, 3))
     qualities = np.empty(n)
     for index, (frame, gray) in enumerate(zip(frames, grays)):
-        reg = _register_good(options, gray, pyramid, index)
+        reg = _register_good(options, gray, pyramid, _name(names, index))
         matrices[index] = reg.matrix
         qualities[index] = reg.quality
         if channels == 1:
@@ -173,8 +175,12 @@ def quality_threshold(qualities: np.ndarray, *, margin: float) -> float:
     return float(max(0.0, 1.0 - margin * shortfall))
 
 
-def _register_good(options: RegistrationOptions, gray: np.ndarray, pyramid: TemplatePyramid, index: int):
+def _name(names: Sequence[str] | None, index: int) -> str:
+    return names[index] if names is not None else f"good image {index}"
+
+
+def _register_good(options: RegistrationOptions, gray: np.ndarray, pyramid: TemplatePyramid, name: str):
     try:
         return options.register(gray, pyramid)
     except AlignmentError as exc:
-        raise AlignmentError(f"good image {index} could not be aligned to the template: {exc}") from None
+        raise AlignmentError(f"{name} could not be aligned to the template: {exc}") from None

@@ -232,3 +232,14 @@ def test_detection_rates_count_a_refused_synthetic_part_as_rejected():
                              ["spot", 8.0, 0.2, 0.1]]}
     rates = detection_rates(detection, {"t_ng": 1.0, "t_review": 0.4, "pixel_threshold": 1.0})["rates"]["spot"]["8"]
     assert rates == {"n": 4, "ng": 0.5, "flagged": 0.75, "located": 0.25}
+
+
+def test_a_refused_good_is_named_by_its_file(goods, tmp_path):
+    from anomaly.imageio import write_png
+
+    paths = []
+    for i, image in enumerate([goods[0], goods[1], goods[2][:100]]):
+        paths.append(tmp_path / f"good-{i}.png")
+        write_png(paths[-1], image)
+    with pytest.raises(InvalidImageError, match=r"good image 2 \(.*good-2\.png\) is 128 x 100 pixels"):
+        DifferenceModel().fit(paths)
