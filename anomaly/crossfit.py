@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from anomaly.detectors.base import AnomalyResult, Detector
+from anomaly.detectors.base import AnomalyResult, Detector, batch_or_each
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import AlignmentError, InvalidParameterError
 from anomaly.imageio import ImageLike
@@ -71,29 +71,19 @@ def score_or_refuse(detector: Detector, images: Sequence[ImageLike]) -> tuple[li
                                                                             list[np.ndarray | None]]:
     """Score a batch; where the detector cannot align an image, ``None`` for its score and map.
 
-    The batch is scored in one call; only if that raises :class:`AlignmentError` are its
-    images scored one by one, so the others keep their scores.
+    The batch is scored in one call, and one by one only if that raises
+    :class:`AlignmentError` (:func:`~anomaly.detectors.base.batch_or_each`).
 
     Returns:
         ``(scores, maps)``, one per image, ``None`` for each image refused.
     """
-    try:
-        result = detector.score(list(images))
-        return [float(s) for s in result.scores], list(result.maps)
-    except AlignmentError:
-        pass
-    scores: list[float | None] = []
-    maps: list[np.ndarray | None] = []
-    for image in images:
-        try:
-            one = detector.score([image])
-        except AlignmentError:
-            scores.append(None)
-            maps.append(None)
-        else:
-            scores.append(float(one.scores[0]))
-            maps.append(one.maps[0])
-    return scores, maps
+    def score(batch: list[ImageLike]) -> list[tuple[float, np.ndarray]]:
+        result = detector.score(batch)
+        return [(float(s), m) for s, m in zip(result.scores, result.maps)]
+
+    results = batch_or_each(score, images)
+    return ([None if isinstance(r, AlignmentError) else r[0] for r in results],
+            [None if isinstance(r, AlignmentError) else r[1] for r in results])
 
 
 def score_out_of_fold(

@@ -41,7 +41,7 @@ from anomaly.datasets import MVTecCategory
 from anomaly.errors import AlignmentError
 from anomaly.grading import grade, min_area_px
 from anomaly.imageio import decode_image
-from anomaly.metrics import PixelMetrics, f1_max, image_auroc, quantile_thresholds
+from anomaly.metrics import PixelMetrics, f1_max, image_auroc, quantile_thresholds, rank_refused_above
 from anomaly.regions import find_regions, region_mask
 from anomaly.progress import progress
 from anomaly.training import train
@@ -173,8 +173,7 @@ def evaluate(
         stored_maps.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
     score_rss = peak_rss_mb()
     # Refused parts rank above every scored image and every threshold (rejected).
-    top = max([s for s in scores if s is not None] + [float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"]))])
-    scores = [top + 1.0 if s is None else s for s in scores]
+    scores = rank_refused_above(scores, float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"])))
 
     report: dict[str, Any] = {
         "dataset": str(category.root),

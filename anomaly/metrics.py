@@ -26,6 +26,25 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 
+def rank_refused_above(scores: Sequence[float | None], *also: float) -> list[float]:
+    """Scores where each refused part (``None``: not aligned, ``ALIGNMENT_FAILED``) ranks first.
+
+    A refused part is rejected on the line, so it takes a value above every scored part
+    and above ``also`` (e.g. the thresholds it must count as passing); refused parts tie.
+
+    Args:
+        scores: Image scores, ``None`` for each part refused.
+        also: Values the refused parts must also lie above.
+
+    Returns:
+        The scores, each ``None`` replaced by the largest of the scored values and
+        ``also``, plus one (``1.0`` when there is none).
+    """
+    known = [float(s) for s in scores if s is not None] + [float(v) for v in also]
+    top = (max(known) if known else 0.0) + 1.0
+    return [top if s is None else float(s) for s in scores]
+
+
 def image_auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     """Image-level AUROC; ``None`` when only one class is present."""
     labels = np.asarray(labels)

@@ -23,6 +23,7 @@ from flask import current_app
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from anomaly.detectors.base import batch_or_each
 from anomaly.errors import AlignmentError
 from anomaly.imageio import decode_image, encode_png
 from service.archive import Archive, map_to_png
@@ -95,17 +96,8 @@ def map_scale(model: LoadedModel, amap: np.ndarray) -> tuple[float, float]:
 def _judge(model: LoadedModel, images: list[np.ndarray]) -> list[Judgement]:
     from anomaly.inspect import inspect
 
-    try:
-        results: list[Any] = inspect(model.bundle, images)
-    except AlignmentError as exc:
-        if len(images) == 1:
-            return [Judgement(images[0], ALIGNMENT_FAILED, error=exc)]
-        results = []
-        for image in images:  # find which parts of the batch could not be aligned
-            try:
-                results.extend(inspect(model.bundle, [image]))
-            except AlignmentError as one:
-                results.append(one)
+    # The parts of the batch that could not be aligned, told apart from the others.
+    results = batch_or_each(lambda batch: inspect(model.bundle, batch), images)
     out = []
     for image, result in zip(images, results):
         if isinstance(result, AlignmentError):

@@ -243,3 +243,26 @@ def test_a_refused_good_is_named_by_its_file(goods, tmp_path):
         write_png(paths[-1], image)
     with pytest.raises(InvalidImageError, match=r"good image 2 \(.*good-2\.png\) is 128 x 100 pixels"):
         DifferenceModel().fit(paths)
+
+
+def test_batch_or_each_singles_out_the_refused_parts():
+    from anomaly.detectors.base import batch_or_each
+    from anomaly.metrics import rank_refused_above
+
+    calls = []
+
+    def call(batch):
+        calls.append(list(batch))
+        if "bad" in batch:
+            raise AlignmentError("part not found")
+        return [item.upper() for item in batch]
+
+    assert batch_or_each(call, ["a", "b"]) == ["A", "B"] and calls == [["a", "b"]]
+    calls.clear()
+    out = batch_or_each(call, ["a", "bad", "b"])
+    assert out[0] == "A" and isinstance(out[1], AlignmentError) and out[2] == "B"
+    assert calls == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+    calls.clear()
+    assert isinstance(batch_or_each(call, ["bad"])[0], AlignmentError) and calls == [["bad"]]  # not retried
+    assert rank_refused_above([0.5, None, 2.0], 3.0) == [0.5, 4.0, 2.0]
+    assert rank_refused_above([None, None]) == [1.0, 1.0]

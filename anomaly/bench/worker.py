@@ -142,16 +142,13 @@ class _Accumulator:
         self.maps_available = True
         self.total_pixels = 0
 
-    def add_refused(self, sample: Sample) -> None:
-        """A test image the detector refused (could not align): rejected, no score and no map."""
-        self.scores.append(None)
+    def add(self, sample: Sample, score: float | None, amap: np.ndarray | None) -> None:
+        """One scored test image; ``score`` ``None``: refused (could not align), with no map."""
+        self.scores.append(None if score is None else float(score))
         self.labels.append(int(sample.label))
         self.types.append(sample.defect_type)
-
-    def add(self, sample: Sample, score: float, amap: np.ndarray | None) -> None:
-        self.scores.append(float(score))
-        self.labels.append(int(sample.label))
-        self.types.append(sample.defect_type)
+        if score is None:
+            return
         if amap is None:
             self.maps_available = False
             return
@@ -163,14 +160,11 @@ class _Accumulator:
 
     def metrics(self) -> dict[str, Any]:
         from anomaly.evaluate import _pixel_report
-        from anomaly.metrics import image_auroc
+        from anomaly.metrics import image_auroc, rank_refused_above
 
         refused = [i for i, s in enumerate(self.scores) if s is None]
-        scored = [s for s in self.scores if s is not None]
-        # A refused part is rejected by the service (ALIGNMENT_FAILED): it ranks above
-        # every scored image, ties among the refused.
-        top = (max(scored) if scored else 0.0) + 1.0
-        ranked = [top if s is None else s for s in self.scores]
+        # A refused part is rejected by the service (ALIGNMENT_FAILED): it ranks first.
+        ranked = rank_refused_above(self.scores)
         out: dict[str, Any] = {"image_auroc": image_auroc(self.labels, ranked) if self.scores else None,
                                "n_refused": len(refused),
                                "n_refused_good": sum(1 for i in refused if self.labels[i] == 0)}
@@ -237,7 +231,7 @@ def serve(system_name: str) -> int:
                 try:
                     score, amap, timings = system.score(msg["path"])
                 except AlignmentError as exc:  # the service's ALIGNMENT_FAILED verdict: rejected
-                    acc.add_refused(sample)
+                    acc.add(sample, None, None)
                     reply = {"score": None, "refused": f"{type(exc).__name__}: {exc}",
                              "e2e_ms": (time.perf_counter() - start) * 1e3}
                 else:

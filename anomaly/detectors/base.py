@@ -17,11 +17,11 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from anomaly.errors import InvalidImageError, NotFittedError
+from anomaly.errors import AlignmentError, InvalidImageError, NotFittedError
 from anomaly.imageio import DEFAULT_MAX_PIXELS, ImageLike, as_image
 
 
@@ -49,6 +49,40 @@ class AnomalyResult:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+_ItemT = TypeVar("_ItemT")
+_ResultT = TypeVar("_ResultT")
+
+
+def batch_or_each(call: Callable[[list[_ItemT]], Sequence[_ResultT]],
+                  items: Sequence[_ItemT]) -> list[_ResultT | AlignmentError]:
+    """One result per item of a batched call, with the parts it cannot align singled out.
+
+    ``call`` runs on the whole batch; only if it raises :class:`AlignmentError` (a classical
+    model that could not align one of the parts) is it run again item by item, so each
+    part refused is told apart from the others, which keep their results.
+
+    Args:
+        call: Takes a list of items, returns one result per item.
+        items: The batch.
+
+    Returns:
+        Per item, its result or the :class:`AlignmentError` it raised alone.
+    """
+    items = list(items)
+    try:
+        return list(call(items))
+    except AlignmentError as exc:
+        if len(items) == 1:
+            return [exc]
+    out: list[_ResultT | AlignmentError] = []
+    for item in items:
+        try:
+            out.extend(call([item]))
+        except AlignmentError as one:
+            out.append(one)
+    return out
 
 
 _DetectorT = TypeVar("_DetectorT", bound="Detector")
