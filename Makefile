@@ -1,24 +1,34 @@
-# Two commands: `make demo` and `make test`. Both create or reuse .venv.
+# Two commands: `make demo` and `make test`. Both create or reuse .venv and install from the lock.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# Every transitive dependency, pinned with hashes for Python 3.11 on Linux x86_64 (`make lock` refreshes).
+BASE_LOCK := requirements/base.lock
+TEST_LOCK := requirements/test.lock
+# pip itself is pinned too, so that a clone resolves and installs the same way on any day.
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.7.0
+LOCK_VENV := .venv-lock
+# The package goes in without build isolation, with the setuptools the lock pins.
+INSTALL_SELF := $(PIP) install -qq --no-deps --no-build-isolation -e .
 
-.PHONY: demo test install install-test clean browser-deps
+.PHONY: demo test install install-test lock clean browser-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install -qq pip==$(PIP_VERSION)
 
-# torch/torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1, wheels on this machine's disk).
-$(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e .
+$(STAMP): $(BASE_LOCK) pyproject.toml | $(PY)
+	$(PIP) install -qq --require-hashes -r $(BASE_LOCK)
+	$(INSTALL_SELF)
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[test]'
+$(TEST_STAMP): $(TEST_LOCK) pyproject.toml | $(PY)
+	$(PIP) install -qq --require-hashes -r $(TEST_LOCK)
+	$(INSTALL_SELF)
 	touch $(STAMP) $@
 
 install: $(STAMP)
@@ -39,6 +49,17 @@ browser-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 	    >/dev/null) || echo "browser-deps: could not install chromium; the browser test will be skipped"; \
 	else echo "browser-deps: no chromium and no way to install it here; the browser test will be skipped"; fi
+
+# Re-resolve the locks from pyproject.toml's ranges and requirements/pins.in (deliberately, never in CI):
+# review the diff, rerun `make test` and the benchmarks whose figures the README cites, then commit.
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install -qq pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION); }
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --output-file $(BASE_LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra test -c $(BASE_LOCK) --output-file $(TEST_LOCK) pyproject.toml
+
+LOCK_FLAGS := --quiet --upgrade --strip-extras --allow-unsafe --generate-hashes --no-emit-index-url \
+  --no-emit-find-links -c requirements/pins.in
 
 clean:
 	rm -rf runs .pytest_cache

@@ -11,12 +11,17 @@ import logging
 import os
 from typing import Any
 
+from anomaly.logs import configure_logging, log_levels
+
 _FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+# gunicorn's own lines (booting workers, listening at) are library lines too: warnings and errors only,
+# unless ANOMALY_LOG_LEVEL=DEBUG (``anomaly serve`` prints where it serves itself).
+loglevel = logging.getLevelName(log_levels()[1]).lower()
 
 
 def _logging() -> None:
-    level = os.environ.get("ANOMALY_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=_FORMAT)
+    configure_logging(fmt=_FORMAT)
 
 
 def on_starting(server: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +108,28 @@ def test_module_command_line(tmp_path, capsys) -> None:
     assert len(list((tmp_path / "bracket" / "train" / "good").iterdir())) == 1
 
 
+def _locked_version(package: str) -> str | None:
+    """The version ``requirements/base.lock`` pins for ``package`` (None without a lock)."""
+    lock = Path(__file__).resolve().parents[1] / "requirements" / "base.lock"
+    if not lock.is_file():
+        return None
+    match = re.search(rf"^{re.escape(package)}==(\S+)", lock.read_text(), flags=re.MULTILINE)
+    return match.group(1) if match else None
+
+
 @pytest.mark.skipif(not (DATA / "train" / "good" / "000.png").is_file(), reason="committed demo set not present")
 def test_committed_demo_set_comes_from_the_generator(tmp_path) -> None:
-    # data/README.md says the set is `python -m anomaly.demo.product data` with seed 0; pixel
-    # values may differ by a level across OpenCV builds, so compare with a tolerance.
-    root = generate_product(tmp_path, n_train=1, n_test_good=0, n_test_per_defect=0, seed=0)
-    stored = read_image(DATA / "train" / "good" / "000.png").astype(np.int16)
-    fresh = read_image(root / "train" / "good" / "000.png").astype(np.int16)
-    assert np.abs(stored - fresh).max() <= 2
+    # Protects: data/ is what `python -m anomaly.demo.product data` (seed 0) writes, so the demo
+    # figures and the demo tests describe the generator's product and not a stale or edited copy.
+    # The rendering goes through OpenCV's anti-aliased text, remap and area resize, whose pixels
+    # change between OpenCV releases (5.1 re-rasterises the engraving: 0.45 % of the pixels move,
+    # by up to 65 levels). So: exact under the OpenCV the lock pins (what `make test` installs);
+    # under any other build, the same image up to such edge pixels.
+    root = generate_product(tmp_path, n_train=2, n_test_good=0, n_test_per_defect=0, seed=0)
+    for name in ("000.png", "001.png"):
+        stored = read_image(DATA / "train" / "good" / name).astype(np.int16)
+        fresh = read_image(root / "train" / "good" / name).astype(np.int16)
+        difference = np.abs(stored - fresh)
+        assert (difference > 2).mean() < 0.01 and difference.mean() < 0.25, name
+        if metadata.version("opencv-python-headless") == _locked_version("opencv-python-headless"):
+            assert difference.max() == 0, name

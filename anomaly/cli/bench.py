@@ -8,7 +8,6 @@ Writes ``bench.json``, ``bench.md``, ``accuracy.png`` and ``latency.png`` to ``-
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -75,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from anomaly.bench.protocol import BENCH_MODELS, SETTINGS
     from anomaly.bench.run import DEFAULT_SEEDS
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     enable_progress(not args.quiet)
     config = BenchConfig(
         root=args.root,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ from anomaly.store import ModelStore, default_store_root
 
 
 def start_console(quiet: bool) -> None:
-    """Log messages (warnings only when ``quiet``) and progress bars (none when ``quiet``)."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    """Progress bars on standard error (none when ``quiet``); ``anomaly.cli.main`` sets up the log lines."""
     enable_progress(not quiet)
 
 

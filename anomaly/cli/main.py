@@ -14,6 +14,7 @@ import sys
 
 from anomaly import __version__
 from anomaly.errors import AnomalyError
+from anomaly.logs import configure_logging
 
 #: Verb modules, in the order ``--help`` lists them.
 VERBS = ["train", "score", "eval", "models", "synth", "serve", "bench", "demo"]
@@ -25,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learn a product from good images only, then judge every part.",
     )
     parser.add_argument("--version", action="version", version=f"anomaly {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log lines: -v our debug lines and the libraries' INFO lines, -vv all "
+                             "(also $ANOMALY_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure_logging(args.verbose, quiet=getattr(args, "quiet", False))
         result = args.func(args)
     except AnomalyError as exc:
         print(json.dumps({"error": exc.code, "message": str(exc)}), file=sys.stderr)

@@ -85,7 +85,7 @@ def _check_app(settings: dict[str, str]) -> Any:
 def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1", port: int = 8000,
                 workers: int = 2, threads: int = 1, timeout: int = 120, db_url: str | None = None,
                 instance: Path | None = None, archive: str | None = None, require_keys: bool = False,
-                access_log: bool = False) -> int:
+                access_log: bool = False, verbose: int = 0) -> int:
     """Serve a model store under gunicorn until interrupted.
 
     Args:
@@ -100,6 +100,7 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
         archive: ``none``, ``rejected`` or ``all``.
         require_keys: Require API keys on loopback too.
         access_log: Log every request to standard error.
+        verbose: ``-v`` count: with any, the workers log at DEBUG and gunicorn and the libraries at INFO.
 
     Returns:
         gunicorn's exit status (2 when the configuration is refused).
@@ -123,6 +124,8 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
     env = dict(os.environ)
     env.update(settings)
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if verbose:
+        env["ANOMALY_LOG_LEVEL"] = "DEBUG"
     # Each worker runs its own inference; share the cores instead of oversubscribing them.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
     bind = f"[{host.strip('[]')}]:{port}" if ":" in host.strip("[]") else f"{host}:{port}"
@@ -177,4 +180,4 @@ def run(args: argparse.Namespace) -> int:
         return 0
     return serve_store(args.store, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                        timeout=args.timeout, db_url=args.db_url, instance=args.instance, archive=args.archive,
-                       require_keys=args.require_keys, access_log=args.access_log)
+                       require_keys=args.require_keys, access_log=args.access_log, verbose=args.verbose)
