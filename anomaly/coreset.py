@@ -10,10 +10,9 @@ and the selection a compute budget. Beyond them it never holds all features: it 
 each chunk of patches to a chunk coreset (oversampled) and runs the final greedy selection
 over the union of the chunk coresets. Greedy k-center coresets compose this way with a
 bounded loss in coverage (Indyk, Mahabadi, Mahdian & Mirrokni, "Composable core-sets for
-diversity and coverage maximization", PODS 2014), but the loss showed: on the bench's pcb
-sub-samples (100 images, 102,400 patches, 1 % coreset) image AUROC was 0.586 streamed and
-0.606 exact (mean of three seeds, ``benchmarks/option_auroc.py --matched``), and the exact
-selection was also faster there (1.8 s against 7.2 s, ``benchmarks/coreset_time.py``).
+diversity and coverage maximization", PODS 2014), but the loss can show in accuracy, and
+within the budgets the exact selection is also the faster one, so it is preferred while it
+fits (``benchmarks/coreset_time.py`` times both ways; see docs/methods.md).
 
 Written here rather than taken from a library: scikit-learn and faiss have no k-center,
 and the streaming reduction is ours.
@@ -32,9 +31,9 @@ log = logging.getLogger(__name__)
 
 #: Exact selection while the patches and their projections take at most this many MB ...
 EXACT_MAX_MB = 256.0
-#: ... and the selection at most this many row reads (rows x greedy steps). Both ways on
-#: the 2-core machine (``python benchmarks/coreset_time.py``, 152 dims): 229,376 patches
-#: into 2,048 took 10.4 s exact, 18.5 s streamed; 102,400 into 1,024, 1.8 s and 7.2 s.
+#: ... and the selection at most this many row reads (rows x greedy steps), a bound under
+#: which the exact selection is faster than the streamed one
+#: (``python benchmarks/coreset_time.py`` times both ways).
 EXACT_MAX_ROW_STEPS = 2**29
 
 
@@ -106,11 +105,9 @@ class StreamingCoreset:
         min_keep_fraction: ... and at least this share of each chunk. At small ratios
             (anomalib's matched 1 %), keeping only twice the bank's share left two
             candidates per bank slot, too few for the final greedy pass to find the
-            patches the exact selection picks. On magnetic_tile (100 training images,
-            102,400 patches, 1 %, stride-8 grid) image AUROC was 0.845 with 2 x 1 %,
-            0.855 keeping 10 % and 0.862 keeping 20 % of each chunk, against 0.863 for the
-            exact selection over all patches. Ratios from 10 % on (2 x 10 % = 20 %) are
-            unaffected.
+            patches the exact selection picks, which cost image AUROC; 20 % brought the
+            streamed selection level with the exact one. Ratios from 10 % on
+            (2 x 10 % = 20 %) are unaffected.
         projection_dim: Dimension of the random projection used for distances.
         random_state: Seed for the projection and the first centres.
         exact_max_mb: Memory budget of the exact selection (patches and projections);

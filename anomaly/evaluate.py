@@ -95,7 +95,9 @@ def evaluate(
             ``scores``, ``labels``, ``types``, ``model``).
 
     Returns:
-        The JSON-able report (see README for the keys).
+        The JSON-able report: sizes, parameters, image and pixel metrics, timings, the
+        thresholds, the figures at the good-only and the oracle thresholds, per defect
+        type, regions and the detection estimate (see docs/calibration.md).
     """
     category = MVTecCategory(category_dir)
     train_paths = category.train_good()

@@ -34,9 +34,8 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     Shrinking by a fractional factor is done in two steps: area averaging by the largest
     whole factor that divides the image (OpenCV's fast path for whole factors), then
     bilinear for the remaining factor, which is below 2, so no source pixel is skipped.
-    OpenCV's area resize with a fractional factor is about six times slower (1.3 ms
-    against 0.2 ms from 640 x 640 RGB to 256 x 256 on the 2-core machine) for a result
-    that differs by half a grey level on average; Pillow's ``reducing_gap`` does the same.
+    OpenCV's area resize with a fractional factor is several times slower for a result
+    that differs by about half a grey level; Pillow's ``reducing_gap`` does the same.
 
     Args:
         image: ``(H, W)`` or ``(H, W, C)`` array (uint8, uint16 or float32).

@@ -6,12 +6,10 @@ is approximate and much faster on large banks.
 
 One exception to "faiss does the search": a flat search for the single nearest neighbour
 of a few hundred queries, which is what scoring one image asks (256 patches against a
-2,048-patch bank), is one torch matrix product instead. Measured on the 2-core machine
-right after a backbone forward, as in scoring: faiss 2.7 ms (a fixed cost of about 2 ms
-in its BLAS path), torch 2.1 ms, the same neighbours; numpy's own BLAS was faster alone
-(1.2 ms) but its threads then compete with torch's for the two cores, which slowed the
-next backbone forward from 16 to 36 ms. From about 1,000 queries on, faiss is as fast
-or faster, so batches still go to faiss.
+2,048-patch bank), is one torch matrix product instead: faiss has a fixed cost in its BLAS
+path that dominates such a small search, and numpy's own BLAS, though fast alone, wakes
+threads that then compete with torch's for the cores and slow the next backbone forward.
+From about 1,000 queries on, faiss is as fast or faster, so batches still go to faiss.
 """
 
 from __future__ import annotations
@@ -98,8 +96,8 @@ class NearestNeighbours:
             # |b|^2 - 2 q.b in one GEMM call (the bias broadcast along the rows): no extra
             # passes over the (n, m) product.
             partial = torch.addmm(self._bank_sq, q, self._bank_t, alpha=-2.0).numpy()  # (n, m)
-        # numpy's vectorised argmin, not torch's min(dim=1): 0.04 against 0.41 ms over
-        # 256 x 2048 on the 2-core machine, a quarter of the whole search.
+        # numpy's vectorised argmin, not torch's min(dim=1), which was a large share of the
+        # whole search at this size.
         idx = partial.argmin(axis=1)
         best = np.take_along_axis(partial, idx[:, None], axis=1)
         sq = best + np.einsum("ij,ij->i", queries, queries)[:, None]

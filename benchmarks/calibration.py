@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from anomaly.datasets import MVTecCategory, find_categories  # noqa: E402
 from anomaly.evaluate import evaluate  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "datasets"
 DEFAULT_LIMITS = {"pcb": 200}
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
               f"-> adds {t['added_by_calibration_seconds']:.1f} s = {t['added_over_fit']:.2f} x the fit time")
         print(f"- detection estimate (synthetic defects): {np.median(t['detection_seconds']):.1f} s "
               f"= {t['detection_over_fit']:.2f} x the fit time")
+    if args.out:
+        write_report()
     return 0
 
 

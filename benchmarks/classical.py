@@ -46,6 +46,7 @@ from anomaly.demo.assembly import render_good  # noqa: E402
 from anomaly.detectors.registry import create_detector  # noqa: E402
 from anomaly.errors import AnomalyError  # noqa: E402
 from anomaly.metrics import PixelMetrics, image_auroc, quantile_thresholds  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 DATASETS = REPO.parent / "shared" / "datasets"
 SECTIONS = ("latency", "fit", "registration", "reference", "textures")
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=_jsonable))
+        write_report()
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Foundation figures for the README: `anomaly eval` on every set in ../shared/datasets.
+"""Foundation figures: `anomaly eval` on every set in ../shared/datasets, with where and how each ran.
 
 Runs PatchCore and PaDiM with their defaults (EfficientNet-Lite0, 256 px) on every
 MVTec-layout category, each as its own `anomaly eval` process (so peak RSS and timings are
 per run), and writes the JSON reports plus a Markdown table.
 
     python benchmarks/foundation.py [--datasets ../shared/datasets] [--models patchcore padim]
-                                    [--out benchmarks/results/foundation]
+                                    [--out benchmarks/results/foundation] [--param KEY=VALUE --tag NAME]
 
-Every figure in the README's foundation table comes from this command.
+Each report gains a ``provenance`` entry (start time, command, machine, package versions, commit);
+benchmarks/REPORT.md is rewritten from the reports at the end.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from anomaly.bench.provenance import git_commit, machine_info, package_versions  # noqa: E402
 from anomaly.datasets import find_categories  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 COLUMNS = [
     ("set", lambda r: f"{Path(r['dataset']).parent.name}/{r['category']}"),
@@ -60,23 +64,31 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["patchcore", "padim"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "foundation")
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE passed to every eval")
+    parser.add_argument("--tag", default="", help="appended to each report's file name (e.g. the option measured)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     reports = []
     anomaly = Path(sys.executable).with_name("anomaly")
     for category in find_categories(args.datasets):
         for model in args.models:
-            out = args.out / f"{category.parent.name}__{category.name}__{model}.json"
+            out = args.out / f"{category.parent.name}__{category.name}__{model}{'__' + args.tag if args.tag else ''}.json"
             cmd = [str(anomaly), "eval", str(category), "--model", model, "--json", str(out), "--quiet"]
             for p in args.param:
                 cmd += ["--param", p]
             print("$", " ".join(cmd), flush=True)
+            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ)
-            reports.append(json.loads(out.read_text()))
+            report = json.loads(out.read_text())
+            report["provenance"] = {"started": started, "command": cmd[1:], "machine": machine_info(),
+                                    "packages": package_versions(), "commit": git_commit(REPO)}
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            reports.append(report)
             print(markdown(reports[-1:]).splitlines()[-1], flush=True)
-    table = markdown(reports)
-    (args.out / "table.md").write_text(table + "\n")
-    print(table)
+    print(markdown(reports))
+    # The folder's table holds every report in it, from this run and earlier ones (other sets or models).
+    stored = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json"))]
+    (args.out / "table.md").write_text(markdown([r for r in stored if "image_auroc" in r]) + "\n")
+    write_report()
     return 0
 
 

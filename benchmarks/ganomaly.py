@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from anomaly.datasets import MVTecCategory, find_categories  # noqa: E402
 from anomaly.metrics import image_auroc  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 OURS = ("ganomaly", "skip-ganomaly")
 PEER = "anomalib-ganomaly"
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "train_cpu_seconds", "score_ms_p50", "load_average")}),
                           flush=True)
     print(table([args.out, *args.include], args))
+    if not args.table_only:
+        write_report()
     return 0
 
 

@@ -42,6 +42,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -327,6 +329,7 @@ errors: {len(errors)}{' ' + str(errors[:3]) if errors else ''}
 records stored {stored} / requests answered {answered}: {'OK' if stored == answered else 'MISMATCH'}""")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
+        write_report()
     shutil.rmtree(work, ignore_errors=True)
     ok = not errors and stored == answered
     return 0 if ok else 1

@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_PACKAGES = ("anomaly-inspect", "torch", "torchvision", "timm", "numpy", "faiss-cpu", "opencv-python-headless")
-
-
-def _versions(names: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+from anomaly.bench.provenance import package_versions
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -56,7 +45,7 @@ class OursSystem:
         self.detector = None
 
     def versions(self) -> dict[str, str]:
-        return _versions(_PACKAGES)
+        return package_versions()
 
     def fit(self, model: str, params: dict[str, Any], train: list[str], bundle_dir: Path) -> dict[str, Any]:
         """Fit on ``train`` (paths), save a bundle to measure it, and describe the result."""

@@ -42,11 +42,12 @@ import os
 import shutil
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from anomaly.packages import installed_versions
 
 _PACKAGES = ("anomalib", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy")
 
@@ -89,13 +90,7 @@ def peer_python(repo_root: Path, explicit: str | None = None) -> tuple[str | Non
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(_PACKAGES)
 
 
 def _mapped_state_dict(backbone: str) -> tuple[dict[str, Any], str]:
@@ -291,8 +286,8 @@ class AnomalibSystem:
         torch.manual_seed(int(params.get("seed", 0)))
         # anomalib's coreset projection draws its columns with scikit-learn's
         # sample_without_replacement(random_state=None), i.e. numpy's global generator:
-        # unseeded, its PatchCore gave grid 0.879 and 0.939 image AUROC in two runs of the
-        # same protocol. Seeded here, a rerun reproduces its figures.
+        # unseeded, two runs of the same protocol gave different figures. Seeded here, a
+        # rerun reproduces them.
         np.random.seed(int(params.get("seed", 0)))
         load_start = time.perf_counter()
         if model == "patchcore":

@@ -8,6 +8,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from anomaly.packages import installed_versions
+
+#: The distributions whose versions move our figures.
+OUR_PACKAGES = ("anomaly-inspect", "torch", "torchvision", "timm", "numpy", "faiss-cpu", "opencv-python-headless")
+
+
+def package_versions(names: tuple[str, ...] = OUR_PACKAGES) -> dict[str, str]:
+    """``{distribution: version}`` of those of ``names`` that are installed."""
+    return installed_versions(names)
+
 
 def machine_info() -> dict[str, Any]:
     """Cores, CPU model, memory, OS and Python of this machine, and its current load."""

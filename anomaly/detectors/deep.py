@@ -104,7 +104,7 @@ class BackboneDetector(Detector):
         finest layer when none has), so that layer's cells are taken as they are and only
         the others are interpolated; ``"input"``: pixel ``(0, 0)``, which interpolates
         every layer (the finest by about half a cell on EfficientNet-Lite0, a blur of the
-        finest features that cost grid image AUROC, see the README's bench section).
+        finest features that costs image AUROC on fine textures, see docs/methods.md).
         """
         return self.origin_for(self.feature_stride)
 

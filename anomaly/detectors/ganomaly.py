@@ -23,8 +23,8 @@ Adversarially Trained Encoder-Decoder Anomaly Detection", IJCNN 2019 (arXiv:1901
   a defect hardly stands out of that blur. The paper connects every level; by default
   here the two finest levels (1/2 and 1/4 of the input) have no skip (``skip_from=3``):
   a shortcut at those resolutions lets the generator copy a small defect straight into
-  its reconstruction, and in a first trial on ELPV (100 images, 8 epochs) it gave the
-  lower AUROC (0.708 vs 0.756, equal on magnetic tiles); ``skip_from=1`` is the paper's;
+  its reconstruction, which lowered image AUROC in a trial on ELPV; ``skip_from=1`` is
+  the paper's;
 * generator loss ``w_adv * L_adv + w_con * L_con + w_lat * L_lat`` with the paper's
   weights 1, 40, 1: adversarial cross-entropy, contextual L1, and latent loss
   ``||f(x) - f(x_hat)||_2^2`` on the discriminator's last feature map;
@@ -44,6 +44,8 @@ Both, as built here:
 * training (adversarial loop, augmentation, early stopping, checkpoints) is in
   :mod:`anomaly.detectors.gan_training`; the networks are in
   :mod:`anomaly.detectors.ganomaly_nets`.
+
+How they compare with anomalib's GANomaly, and when to use them: docs/gan.md.
 """
 
 from __future__ import annotations
@@ -210,9 +212,8 @@ class _AdversarialReconstruction(Detector):
         for start in progress(starts, desc=f"{self.name}: reading images") if show else starts:
             batch, where = prepare_batch(images[start : start + step], self.geometry, _MEAN, _STD)
             # The loader fills the batch channels-last, for the backbones; given that layout,
-            # torch runs the GANs' whole networks in it, and they score slower there
-            # (anomaly bench at ee1d566: Skip-GANomaly hazelnut 49 ms; 28 ms in the plain
-            # layout at a2f9b6a).
+            # torch runs the GANs' whole networks in it, and they score slower there, so the
+            # batch goes back to the plain layout (see docs/gan.md).
             chunks.append(torch.from_numpy(np.ascontiguousarray(batch)))
             placements += where
         return torch.cat(chunks), placements

@@ -64,10 +64,8 @@ class PaDiM(BackboneDetector):
             receptive-field centre is nearest, as PaDiM's own code does (it repeats each
             coarse cell over the finer ones), so every position's Gaussian models real
             feature vectors; ``"linear"`` interpolates bilinearly between four of them (the
-            only sampling before this option; bundles from then keep it). Measured with
-            the bench protocol (100 / 150 images, seeds 0-2, matched settings), image
-            AUROC nearest / linear: grid 1.000 / 0.919, magnetic_tile 0.865 / 0.863, pcb
-            0.552 / 0.546, mono 0.945 / 0.945, hazelnut 1.000 / 1.000.
+            only sampling before this option; bundles from then keep it). See
+            docs/methods.md.
         n_features: Size of the random channel subset.
         covariance_eps: Ridge added to every covariance's diagonal.
         patch_size: Neighbourhood of a local average before the Gaussian (1 = none, as in

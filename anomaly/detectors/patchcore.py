@@ -4,8 +4,9 @@ Roth, Pemula, Zepeda, Schölkopf, Brox, Gehler: "Towards Total Recall in Industr
 Detection", CVPR 2022.
 
 * locally aware patch features from two mid-level backbone stages (section 3.1);
-* a memory bank of good patches, subsampled by approximate greedy k-center on a seeded
-  random projection, streamed so memory stays bounded (section 3.2, :mod:`anomaly.coreset`);
+* a memory bank of good patches, subsampled by greedy k-center on a seeded random
+  projection, exact while the patches fit a memory budget and streamed beyond it, so
+  memory stays bounded (section 3.2, :mod:`anomaly.coreset`);
 * the patch score is the Euclidean distance to the nearest bank patch (faiss, exact flat
   index by default, HNSW as an option);
 * the image score is the largest patch score, reweighted as in the paper's eq. 7 by how
@@ -16,7 +17,8 @@ Detection", CVPR 2022.
 * the map is upsampled to the model input, Gaussian-smoothed (sigma 4) and brought back to
   the original image's coordinates.
 
-Everything after the backbone is numpy/faiss.
+Everything after the backbone is numpy/faiss. What each option trades, and the figures
+behind the defaults: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -104,22 +106,19 @@ class PatchCore(BackboneDetector):
             (PatchCore's adaptive average pooling, applied per layer) before they are
             concatenated; ``None`` (default) keeps them all. With EfficientNet-Lite0's
             stages 2 and 3 (40 and 112 channels), 40 gives both layers equal weight in the
-            patch distance and halves the nearest-neighbour cost: it helped the fine
-            woven ``grid`` texture and hurt ``magnetic_tile`` (image AUROC 0.88 -> 0.84 on
-            a 200-image model), so it is an option, not the default.
+            patch distance and halves the nearest-neighbour cost: it helps the fine
+            woven ``grid`` texture and hurts ``magnetic_tile``, so it is an option, not the
+            default (see docs/methods.md).
         grid_stride: Stride of the patch grid in model pixels, a multiple of the finest
             layer's; ``None`` is the finest layer's (8 for EfficientNet-Lite0, as in the
             paper). ``"auto"`` (default) takes twice the finest stride when the grid then
             keeps at least :data:`MIN_AUTO_GRID_CELLS` cells along the input's shorter side
             (16 px from a 256 px input on), else the finest: the stride-8 layer is averaged
-            over each 16 px cell, a quarter of the patches to search, which brings the
-            nearest-neighbour search from 6.8 to 1.7 ms per 256 px image on the 2-core
-            machine. Localisation is coarser (pixel AUROC and AUPRO lower, most on the
-            fine woven ``grid``). Image AUROC on the grid alone was lower too on two sets
-            (``benchmarks/option_auroc.py`` on the bench's sub-samples, 16 px against
-            ``None``: pcb 0.564 / 0.614, grid 0.808 / 0.879), small defects averaged away;
-            ``refine_cells`` (on by default) searches the top cells again on the finest
-            grid and recovers it. ``None`` keeps the finest grid.
+            over each 16 px cell, a quarter of the patches to search, because the search
+            dominates scoring time after the backbone. Localisation is coarser, and the
+            grid's own image score averages small defects away; ``refine_cells`` (on by
+            default) searches the top cells again on the finest grid to recover them.
+            ``None`` keeps the finest grid.
         grid_origin: ``"layer"`` (default): the feature grid sits on the cells
             (receptive-field centres) of the layer whose stride it has, which are used as
             they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
@@ -145,7 +144,7 @@ class PatchCore(BackboneDetector):
             few, and the finer search scores it at full strength: about 32 more queries
             per image, where searching the whole finest grid would add 768. The map stays
             on the grid. ``0``: the grid's own image score (bundles written before this
-            option load with 0). Figures in the README ("Side by side with anomalib").
+            option load with 0). What it buys and costs: docs/methods.md.
         coarse_bank_size: Cap on the grid's bank when the score is refined (it then only
             ranks the cells and draws the map); ``None``: ``max_bank_size``. Its search,
             256 queries per 256 px image, is the larger one: 1,024 instead of 2,048 pays
@@ -360,7 +359,7 @@ class PatchCore(BackboneDetector):
         picked = []
         for i in range(n):
             top = np.argpartition(-coarse_dist[i], k - 1)[:k] if k < cells else np.arange(cells)
-            chosen = np.zeros(cells, dtype=bool)  # a lookup, not np.isin: 0.01 against 0.08 ms
+            chosen = np.zeros(cells, dtype=bool)  # a boolean lookup: cheaper than np.isin here
             chosen[top] = True
             picked.append(np.flatnonzero(chosen[owner]))
         per_image = self._aggregate_cells(layers, fine, picked)

@@ -105,10 +105,9 @@ class FeatureExtractor:
         for param in model.parameters():
             param.requires_grad_(False)
         self.folded_batchnorms = fold_batchnorm(model)
-        # Channels-last (NHWC) weights and activations, which torch's oneDNN convolutions
-        # run faster on this CPU: EfficientNet-Lite0's stages 0..3 at 256 px, 13.4 -> 8.8 ms
-        # for one image, 390 -> 174 ms for a batch of 16 on the 2-core machine
-        # (benchmarks/backbone_layout.py); features equal to float rounding (tested).
+        # Channels-last (NHWC) weights and activations, which torch's oneDNN CPU
+        # convolutions run faster (benchmarks/backbone_layout.py measures both layouts);
+        # features equal to float rounding (tested).
         model.to(memory_format=torch.channels_last)
         self.model = model
         if weights.key_scheme == "efficientnet_pytorch":
@@ -155,9 +154,9 @@ def fold_batchnorm(model: nn.Module) -> int:
     so the convolution takes the scaled weights and bias and the norm goes; a timm
     ``BatchNormAct2d`` keeps its dropout and activation. A norm is folded only where it
     is the next child after a ``Conv2d`` of the same width in its parent (the order in
-    which timm's EfficientNet and ResNet blocks run them). On EfficientNet-Lite0 at
-    256 px this takes the 33 batch-norm calls (2 of 14 ms) out of every forward;
-    features change by float rounding only (tested).
+    which timm's EfficientNet and ResNet blocks run them). On EfficientNet-Lite0 this
+    takes its 33 batch-norm calls out of every forward; features change by float
+    rounding only (tested).
 
     Args:
         model: A module in eval mode; changed in place.
