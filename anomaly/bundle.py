@@ -10,8 +10,11 @@ Layout::
     *.faiss, *.pt     faiss indexes, torch state dicts (loaded with weights_only=True)
     ...               anything else a detector or calibration writes (PNG curves)
 
-Loading checks the format version and every file hash and refuses a bundle that does
-not match, saying why.
+Loading checks the format version, the manifest's own sha256 (``"sha256"``: over the rest
+of the manifest, which lists every other file's hash, so it covers the whole bundle) and
+every file hash, and refuses a bundle that does not match, saying why: a calibration edited
+by hand is refused as an edited weight file is. The hashes catch changes, not a forger who
+rewrites them; bundles written before the manifest was hashed load without that check.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -34,6 +36,7 @@ from anomaly.detectors.base import Detector
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import BundleError
 from anomaly.features.weights import sha256_file
+from anomaly.packages import installed_versions
 
 FORMAT = "anomaly-bundle"
 FORMAT_VERSION = 1
@@ -103,13 +106,7 @@ def fingerprint_images(images: Iterable[Any]) -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a bundle depends on (missing ones left out)."""
-    out = {"python": platform.python_version()}
-    for dist in _PACKAGES:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return {"python": platform.python_version(), **installed_versions(_PACKAGES)}
 
 
 def save_bundle(
@@ -169,12 +166,30 @@ def save_bundle(
                 if p.is_file()
             },
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))
+        write_manifest(staging, manifest)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON, its own ``sha256`` entry left out."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` with its ``sha256`` set (``manifest`` gains the entry too).
+
+    Raises:
+        ValueError: the manifest holds a NaN or an infinity (not JSON).
+    """
+    manifest.pop("sha256", None)
+    manifest["sha256"] = manifest_digest(manifest)
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False))
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -192,6 +207,13 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise BundleError(
             f"{path}: bundle format version {manifest.get('format_version')}, this program reads "
             f"version {FORMAT_VERSION}; retrain or convert the model"
+        )
+    recorded = manifest.get("sha256")
+    if recorded is not None and recorded != manifest_digest(manifest):
+        raise BundleError(
+            f"{path} changed after the bundle was written (its sha256 no longer matches): an edited "
+            "calibration or parameter is refused like an edited weight file; move thresholds with "
+            "`anomaly models set-threshold`, which writes a new version"
         )
     return manifest
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anomaly.accepted_input import AcceptedInput
 from anomaly.bundle import Bundle
 from anomaly.calibration import calibrated_score, verdict
 from anomaly.grading import grade, min_area_px
@@ -60,13 +61,19 @@ def map_stats(amap: np.ndarray, pixel_threshold: float | None) -> dict[str, floa
 def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
     """Score images with a bundle and judge them against its calibration.
 
-    The score gives a first verdict (``score_verdict``); when the calibration has a pixel
+    Images unlike the training images (size, aspect ratio, colour) are refused first
+    (:class:`anomaly.accepted_input.InputGeometryError`). The score gives a first verdict (``score_verdict``); when the calibration has a pixel
     threshold, the map's regions are measured (:func:`anomaly.regions.find_regions`) and
     the bundle's grading rules (:func:`anomaly.grading.grade`) give the final verdict and
     the reasons for it.
     """
     cal = bundle.calibration
     arrays = [as_image(image) for image in images]
+    accepted = (bundle.manifest.get("training_data") or {}).get("accepted_input")
+    if accepted:
+        geometry = AcceptedInput.from_dict(accepted)
+        for i, image in enumerate(arrays):
+            geometry.check(image, label="image" if len(arrays) == 1 else f"image {i}")
     result = bundle.detector.score(arrays)
     pixel = cal.get("pixel_threshold")
     pixel_size = cal.get("pixel_size_mm")

@@ -12,18 +12,26 @@ Used by ``anomaly models set-threshold`` and by the service.
 from __future__ import annotations
 
 import copy
-import json
+import math
 import shutil
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from anomaly.bundle import MANIFEST, read_manifest, verify_files
+from anomaly.bundle import read_manifest, verify_files, write_manifest
 from anomaly.calibration import NG_AT, calibrated_score, fit_tail, tail_quantile, threshold_figures
 from anomaly.errors import InvalidParameterError
 from anomaly.grading import check_rules
 from anomaly.store import ModelStore
+
+#: Accepted range of each rate: below the lower end a tail quantile is no threshold any more
+#: (a pixel rate of 1e-320 gave an infinite pixel threshold), above the upper one it rejects half
+#: the good parts.
+RATE_BOUNDS = {"target_frr": (1e-6, 0.5), "review_rate": (0.0, 0.5), "pixel_rate": (1e-6, 0.5)}
+#: A threshold given by hand may lie at most this many times the largest stored good value from
+#: zero: one far beyond every good part switches the inspection off without saying so.
+THRESHOLD_SPAN = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +53,17 @@ class ThresholdChange:
     pixel_rate: float | None = None
     grading: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("t_ng", "t_review", "pixel_threshold", *RATE_BOUNDS):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+            low, high = RATE_BOUNDS.get(name, (-math.inf, math.inf))
+            if not low <= value <= high:
+                raise InvalidParameterError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
     def asked(self) -> dict[str, Any]:
         """The fields that were given (not ``None``), in declaration order."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -58,11 +77,16 @@ def recalibrate(calibration: dict[str, Any], change: ThresholdChange) -> dict[st
     value unless it would end above ``t_ng``.
 
     Raises:
-        InvalidParameterError: nothing to change, a rate without a stored good sample, or
-            ``t_review > t_ng``.
+        InvalidParameterError: nothing to change, a rate without a stored good sample,
+            ``t_review > t_ng``, a threshold more than :data:`THRESHOLD_SPAN` times the
+            largest stored good value from zero, or a result that is not a finite number.
     """
     if not change.asked():
         raise InvalidParameterError("nothing to change: give a threshold, a rate or grading rules")
+    _check_span(change.t_ng, "t_ng", (calibration or {}).get("good_scores"), "good parts' scores")
+    _check_span(change.t_review, "t_review", (calibration or {}).get("good_scores"), "good parts' scores")
+    _check_span(change.pixel_threshold, "pixel_threshold", (calibration or {}).get("good_map_maxima"),
+                "good parts' map maxima")
     t_ng, t_review, pixel_threshold = change.t_ng, change.t_review, change.pixel_threshold
     target_frr, review_rate, pixel_rate = change.target_frr, change.review_rate, change.pixel_rate
     grading = change.grading
@@ -109,7 +133,21 @@ def recalibrate(calibration: dict[str, Any], change: ThresholdChange) -> dict[st
         from anomaly.detection_estimate import detection_rates
 
         cal["detection"].update(detection_rates(cal["detection"], cal, pixel_size_mm=cal.get("pixel_size_mm")))
+    for key in ("t_ng", "t_review", "pixel_threshold"):
+        if cal.get(key) is not None and not math.isfinite(cal[key]):
+            raise InvalidParameterError(f"the move would set {key} to {cal[key]}; choose a less extreme value")
     return cal
+
+
+def _check_span(value: float | None, name: str, sample: list[float] | None, what: str) -> None:
+    """Refuse a hand-set threshold far beyond every stored good value (see :data:`THRESHOLD_SPAN`)."""
+    if value is None or not sample:
+        return
+    limit = THRESHOLD_SPAN * max(abs(float(v)) for v in sample)
+    if abs(value) > limit:
+        raise InvalidParameterError(
+            f"{name} {value:g} is out of reach of this model: its {what} lie between {min(sample):g} and "
+            f"{max(sample):g}; at most {limit:g} ({THRESHOLD_SPAN:g} x the largest) from zero is accepted")
 
 
 def set_thresholds(
@@ -164,7 +202,7 @@ def set_thresholds(
             dest = target / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / rel, dest)
-        (target / MANIFEST).write_text(json.dumps(updated, indent=2))
+        write_manifest(target, updated)
         verify_files(target, updated)
 
     return store.add(name, write, promote=True if promote else False)

@@ -18,13 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anomaly.accepted_input import AcceptedInput
 from anomaly.bundle import TrainingData, fingerprint_images
 from anomaly.calibration import calibrate, clopper_pearson
 from anomaly.crossfit import cross_fit
 from anomaly.detectors.base import Detector
 from anomaly.errors import AlignmentError, DatasetError, InvalidParameterError
 from anomaly.grading import check_rules
-from anomaly.imageio import ImageLike
+from anomaly.imageio import ImageLike, as_image
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ def train(
         fingerprint=fingerprint_images(images),
         n_images=len(images),
         source=source,
-        extra={"n_fit": len(images), "n_holdout": 0, "n_folds": int(folds.max()) + 1, "split_seed": seed},
+        extra={"n_fit": len(images), "n_holdout": 0, "n_folds": int(folds.max()) + 1, "split_seed": seed,
+               "accepted_input": AcceptedInput.of(as_image(image) for image in images).to_dict()},
     )
     return TrainedModel(detector, calibration, training, fit_seconds, [], calibration_seconds, detection_seconds,
                         [int(f) for f in folds])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 from flask_wtf.csrf import CSRFProtect
 
 from anomaly.store import ModelStore
@@ -39,6 +40,7 @@ from service.cli import register_commands
 from service.config import load_config
 from service.db import Database
 from service.errors import register_error_handlers
+from service.guards import install_guards
 from service.jobs import TrainingJobs
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -74,7 +76,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None,
                 instance_relative_config=True, template_folder=template_folder(), static_folder="static")
     load_config(app, test_config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    install_guards(app)
+    app.json = StrictJSONProvider(app)
 
     db = Database(app.config["DATABASE_URL"], schema=app.config.get("DATABASE_SCHEMA"))
     db.migrate()
@@ -104,6 +107,16 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
     log.info("service ready: store %s, database %s, archive %s (%s)", store.root, db.display_url,
              app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
     return app
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON answers in the order they were built, never carrying NaN or Infinity (not JSON at all)."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
 
 
 def _request_ids(app: Flask) -> None:

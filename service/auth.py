@@ -178,6 +178,7 @@ def check_same_origin() -> None:
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise ForbiddenError("cross-site request refused (Sec-Fetch-Site: cross-site)")
     origin = request.headers.get("Origin")
-    if origin and origin != "null":
-        if urlsplit(origin).netloc.lower() != request.host.lower():
-            raise ForbiddenError(f"request from origin {origin!r} refused; this server is {request.host!r}")
+    if origin == "null":  # sandboxed frames, data: and file: pages: no site we can vouch for
+        raise ForbiddenError("request from an opaque origin (Origin: null) refused")
+    if origin and urlsplit(origin).netloc.lower() != request.host.lower():
+        raise ForbiddenError(f"request from origin {origin!r} refused; this server is {request.host!r}")

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "ARCHIVE_DIR": None,  # None: <instance>/archive
     # security
     "REQUIRE_API_KEYS": False,  # `anomaly serve` turns this on for any non-loopback address
+    "ALLOWED_HOSTS": [],  # Host names answered besides the loopback ones (list or "a,b"; see service.guards)
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_HTTPONLY": True,
     "WTF_CSRF_TIME_LIMIT": None,  # tokens live as long as the session

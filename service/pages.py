@@ -9,7 +9,9 @@ token (Flask-WTF). With API keys required, a person signs in with a key on ``/lo
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -59,6 +61,19 @@ def _production_models() -> list[dict[str, Any]]:
     return [{"name": n, "version": store.production(n)} for n in store.names() if store.production(n) is not None]
 
 
+def safe_next(target: str | None) -> str | None:
+    """``target`` when it is a path on this site, else None (never an address given by someone else).
+
+    Browsers drop tabs and line breaks from a ``Location`` and read a backslash as a slash,
+    so ``/<tab>/evil.example`` and ``/<backslash>evil.example`` would leave the site: only a path
+    that starts with one slash followed by a path character is kept.
+    """
+    if not target or not re.fullmatch(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-][^\s\\]*)?", target):
+        return None
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else None
+
+
 # -- sign in ----------------------------------------------------------------------------------
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> BaseResponse | str:
@@ -71,11 +86,7 @@ def login() -> BaseResponse | str:
         else:
             session.clear()
             session["key_id"] = record.id
-            target = request.args.get("next") or ""
-            # only same-site paths, never an absolute URL given by someone else
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("pages.inspect_page")
-            return redirect(target)
+            return redirect(safe_next(request.args.get("next")) or url_for("pages.inspect_page"))
     return render_template("login.html", error=error)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -10,6 +12,41 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
+POSTGRES_URL = os.environ.get("ANOMALY_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+def postgres_or_skip() -> None:
+    """Skip where no PostgreSQL server answers at :data:`POSTGRES_URL`; under CI, fail instead."""
+    import sqlalchemy as sa
+
+    from service.db import normalize_url
+
+    try:
+        engine = sa.create_engine(normalize_url(POSTGRES_URL), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
+        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}: {str(exc)[:200]}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + " (CI must run the PostgreSQL tests)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_settings():
+    """Service settings for the test PostgreSQL server, in a schema of this test's own (dropped after)."""
+    import sqlalchemy as sa
+
+    from service.db import normalize_url
+
+    postgres_or_skip()
+    schema = f"anomaly_test_{uuid.uuid4().hex[:12]}"
+    yield {"DATABASE_URL": POSTGRES_URL, "DATABASE_SCHEMA": schema}
+    engine = sa.create_engine(normalize_url(POSTGRES_URL))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def make_part(rng: np.random.Generator, size: int = 96, shift: tuple[int, int] = (0, 0),

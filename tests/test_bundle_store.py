@@ -35,7 +35,7 @@ def _saved_without(detector, key: str, directory):
     save_bundle(detector, directory)
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
-    del manifest["params"][key], manifest["state"][key]
+    del manifest["params"][key], manifest["state"][key], manifest["sha256"]  # nor the manifest's hash
     path.write_text(json.dumps(manifest))
     return load_bundle(directory).detector
 
@@ -75,6 +75,20 @@ def test_tampered_file_refused(fitted, tmp_path):
         f.write(b"x")
     with pytest.raises(BundleError, match="sha256"):
         load_bundle(tmp_path / "b")
+
+
+def test_edited_calibration_refused_like_an_edited_file(fitted, tmp_path):
+    # Thresholds set by hand in manifest.json would turn every broken part GOOD.
+    save_bundle(fitted, tmp_path / "b", calibration={"t_ng": 2.0, "t_review": 1.5})
+    assert load_bundle(tmp_path / "b").calibration["t_ng"] == 2.0
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["calibration"]["t_ng"] = manifest["calibration"]["t_review"] = 1e9
+    path.write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(BundleError, match="changed after the bundle was written"):
+        load_bundle(tmp_path / "b")
+    path.write_text(json.dumps({**manifest, "calibration": {"t_ng": 2.0, "t_review": 1.5}}, indent=4))
+    assert load_bundle(tmp_path / "b").calibration["t_ng"] == 2.0  # the same content, laid out anew
 
 
 def test_other_format_version_refused(fitted, tmp_path):

@@ -99,3 +99,35 @@ def test_to_dict_and_shape_errors():
         find_regions(amap[None], 0.5)
     with pytest.raises(InvalidImageError):
         find_regions(amap, 0.5, image=np.zeros((10, 10), np.uint8))
+
+
+def test_contrast_background_is_the_euclidean_ring_around_the_region():
+    # Built-in answer: the background is every pixel below the threshold within `ring` pixels
+    # (Euclidean, centre to centre) of the region, found here by brute force over all pairs.
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (60, 70)).astype(np.uint8)
+    amap = np.zeros((60, 70), np.float32)
+    amap[25:33, 30:41] = 1.0
+    amap[27, 41:44] = 1.0  # not a rectangle
+    amap[5:8, 5:8] = 1.0  # another region: above the threshold, so never background
+    region = max(find_regions(amap, 0.5, image=image, min_area=1), key=lambda r: r.area_px)
+    inside = np.zeros_like(amap, bool)
+    inside[25:33, 30:41] = True
+    inside[27, 41:44] = True
+    ring = max(3, int(round(0.5 * np.sqrt(region.w * region.h))))
+    yy, xx = np.mgrid[:60, :70]
+    iy, ix = np.nonzero(inside)
+    nearest = np.sqrt((yy[..., None] - iy) ** 2 + (xx[..., None] - ix) ** 2).min(axis=2)
+    background = (nearest <= ring) & (amap < 0.5)
+    expected = image[inside].mean() - np.median(image[background])
+    assert region.contrast == pytest.approx(expected, abs=1e-4)  # the image is taken as float32
+
+
+def test_contrast_of_a_region_filling_most_of_a_large_image():
+    # A region as large as a broken part on a 1800 px frame: measured like a small one.
+    image = np.full((1800, 1800), 100, np.uint8)
+    image[300:1500, 200:1600] = 40
+    amap = np.zeros((1800, 1800), np.float32)
+    amap[300:1500, 200:1600] = 1.0
+    (region,) = find_regions(amap, 0.5, image=image)
+    assert region.area_px == 1200 * 1400 and region.polarity == "darker" and region.contrast == pytest.approx(-60)

@@ -284,7 +284,7 @@ def test_thresholds_promote_and_rollback(store, tmp_path, part_png):
     app = create_app(make_test_config(tmp_path, root))
     client = app.test_client()
     t_ng = client.get("/api/v1/models/tiny/versions/1").get_json()["calibration"]["t_ng"]
-    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 100, "t_review": t_ng * 50,
+    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 10, "t_review": t_ng * 5,
                                                            "reason": "test"})
     assert r.status_code == 201, r.get_json()
     assert r.get_json()["version"] == 2 and r.get_json()["production"] == 1
@@ -318,7 +318,7 @@ def test_promotion_by_another_process_is_seen(store, tmp_path, part_png):
     client = app.test_client()
     assert client.post("/api/v1/models/tiny/score", data=part_png,
                        content_type="image/png").get_json()["model"]["version"] == 1
-    set_thresholds(ModelStore(root), "tiny", 1, change=ThresholdChange(t_ng=1e9, t_review=1e9),
+    set_thresholds(ModelStore(root), "tiny", 1, change=ThresholdChange(t_ng=60, t_review=60),
                    promote=True)  # like `anomaly models`
     assert client.post("/api/v1/models/tiny/score", data=part_png,
                        content_type="image/png").get_json()["model"]["version"] == 2

@@ -126,11 +126,12 @@ def test_cross_site_requests_are_refused(client, part_png):
 
 def test_publish_thresholds_rollback_and_feedback_forms(client, part_png):
     token = csrf_of(client.get("/models/tiny/1"))
-    r = client.post("/models/tiny/1/thresholds", data={"csrf_token": token, "t_review": "1e6", "t_ng": "2e6"})
+    t_ng = client.get("/api/v1/models/tiny/versions/1").get_json()["calibration"]["t_ng"]
+    r = client.post("/models/tiny/1/thresholds", data={"csrf_token": token, "t_review": "50", "t_ng": "60"})
     assert r.status_code == 302
     new = int(r.headers["Location"].rsplit("/", 1)[1])
     page = client.get(f"/models/tiny/{new}").get_data(as_text=True)
-    assert "Publish" in page and "2000000" in page
+    assert "Publish" in page and ">60" in page and t_ng < 60
     r = client.post("/models/tiny/promote", data={"csrf_token": token, "version": str(new)})
     assert r.status_code == 302
     assert client.get("/api/v1/models/tiny").get_json()["production"] == new
@@ -202,9 +203,10 @@ def test_keys_are_required_and_roles_enforced(keyed, part_png):
     assert client.get("/api/v1/inspections", headers=score_headers).status_code == 200
     r = client.post("/api/v1/models/tiny/rollback", headers=score_headers)
     assert r.status_code == 403 and r.get_json()["code"] == "forbidden"
-    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": 1e6}, headers={"X-API-Key": keys["admin"]})
+    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": 60}, headers={"X-API-Key": keys["admin"]})
     assert r.status_code == 201
-    assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+    assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=score_headers).status_code == 200
     assert client.get("/api/v1/openapi.json").status_code == 200
 
 

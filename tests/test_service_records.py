@@ -7,7 +7,6 @@ no server answers, except under CI (``CI=true``), where a missing server fails t
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -21,38 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from service import create_app
 from service.auth import create_api_key, hash_key, lookup_key
 from service.db import (HEAD, ApiKeyRecord, Database, FeedbackRecord, InspectionRecord, current_version,
-                        normalize_url, utcnow)
+                        utcnow)
 from service.records import RecordFilter, add_feedback, query_inspections, yield_by_day
 from service.testing import make_part, make_test_config, png_bytes, tiny_store
-
-POSTGRES_URL = os.environ.get("ANOMALY_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
-
-
-def _postgres_or_skip() -> None:
-    try:
-        engine = sa.create_engine(normalize_url(POSTGRES_URL), connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server here"
-        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}: {str(exc)[:200]}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message + " (CI must run the PostgreSQL record tests)")
-        pytest.skip(message)
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_settings(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "sqlite":
-        yield {"DATABASE_URL": f"sqlite:///{tmp_path / 'records.sqlite'}"}
-        return
-    _postgres_or_skip()
-    schema = f"anomaly_test_{uuid.uuid4().hex[:12]}"
-    yield {"DATABASE_URL": POSTGRES_URL, "DATABASE_SCHEMA": schema}
-    engine = sa.create_engine(normalize_url(POSTGRES_URL))
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
+        return {"DATABASE_URL": f"sqlite:///{tmp_path / 'records.sqlite'}"}
+    return request.getfixturevalue("postgres_settings")
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -38,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted")
     add_store_option(p)
     p.add_argument("--db-url", help="SQLAlchemy URL of the records database (default: SQLite in the instance folder)")
+    p.add_argument("--db-schema", help="PostgreSQL schema holding the tables (default: the server's search_path)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients reach the server by, besides loopback and the bound address "
+                        "(repeatable; any other Host is answered 400)")
     p.add_argument("--instance", type=Path, help="instance folder (config.py, secret key, database, archive)")
     p.add_argument("--archive", choices=("none", "rejected", "all"), help="which parts to archive (default rejected)")
     p.add_argument("--require-keys", action="store_true", help="require API keys on loopback too")
@@ -58,13 +63,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def served_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Host names a server bound to ``host`` answers, besides the loopback ones (see ``service.guards``).
+
+    A specific address answers to itself; a wildcard one (``0.0.0.0``, ``::``) to this machine's
+    name, fully qualified name and the addresses that name resolves to.
+    """
+    names = [h.strip().lower() for h in extra if h.strip()]
+    bare = host.strip("[]")
+    if bare in ("0.0.0.0", "::", ""):
+        machine = socket.gethostname()
+        names += [machine, socket.getfqdn(machine)]
+        try:
+            names += [info[4][0] for info in socket.getaddrinfo(machine, None)]
+        except OSError:
+            pass
+    else:
+        names.append(bare)
+    out = []
+    for name in names:
+        out += [name.lower()] if ":" not in name else [name.lower(), f"[{name.lower()}]"]
+    return list(dict.fromkeys(out))
+
+
 def _settings(store_root: str | os.PathLike | None, *, host: str, db_url: str | None, instance: Path | None,
-              archive: str | None, require_keys: bool) -> dict[str, str]:
-    env: dict[str, str] = {}
+              archive: str | None, require_keys: bool, db_schema: str | None = None,
+              allowed_hosts: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    env: dict[str, str] = {"ANOMALY_ALLOWED_HOSTS": json.dumps(served_hosts(host, allowed_hosts))}
     if store_root is not None:
         env["ANOMALY_STORE"] = str(Path(store_root).resolve())
     if db_url:
         env["ANOMALY_DATABASE_URL"] = db_url
+    if db_schema:
+        env["ANOMALY_DATABASE_SCHEMA"] = db_schema
     if instance is not None:
         env["ANOMALY_INSTANCE_PATH"] = str(instance.resolve())
     if archive:
@@ -85,7 +116,8 @@ def _check_app(settings: dict[str, str]) -> Any:
 def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1", port: int = 8000,
                 workers: int = 2, threads: int = 1, timeout: int = 120, db_url: str | None = None,
                 instance: Path | None = None, archive: str | None = None, require_keys: bool = False,
-                access_log: bool = False, verbose: int = 0) -> int:
+                access_log: bool = False, verbose: int = 0, db_schema: str | None = None,
+                allowed_hosts: list[str] | tuple[str, ...] = ()) -> int:
     """Serve a model store under gunicorn until interrupted.
 
     Args:
@@ -100,6 +132,8 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
         archive: ``none``, ``rejected`` or ``all``.
         require_keys: Require API keys on loopback too.
         access_log: Log every request to standard error.
+        db_schema: PostgreSQL schema of the records' tables.
+        allowed_hosts: Host names answered besides loopback and ``host`` itself.
         verbose: ``-v`` count: with any, the workers log at DEBUG and gunicorn and the libraries at INFO.
 
     Returns:
@@ -108,7 +142,7 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
     from service.auth import active_key_count
 
     settings = _settings(store_root, host=host, db_url=db_url, instance=instance, archive=archive,
-                         require_keys=require_keys)
+                         require_keys=require_keys, db_schema=db_schema, allowed_hosts=allowed_hosts)
     app = _check_app(settings)
     db = app.extensions["anomaly_db"]
     if app.config["REQUIRE_API_KEYS"] and active_key_count(db) == 0:
@@ -163,7 +197,7 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
 def run(args: argparse.Namespace) -> int:
     if args.migrate_only or args.create_key:
         settings = _settings(args.store, host=args.host, db_url=args.db_url, instance=args.instance,
-                             archive=args.archive, require_keys=args.require_keys)
+                             archive=args.archive, require_keys=args.require_keys, db_schema=args.db_schema)
         app = _check_app(settings)
         db = app.extensions["anomaly_db"]
         if args.create_key:
@@ -180,4 +214,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     return serve_store(args.store, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                        timeout=args.timeout, db_url=args.db_url, instance=args.instance, archive=args.archive,
-                       require_keys=args.require_keys, access_log=args.access_log, verbose=args.verbose)
+                       require_keys=args.require_keys, access_log=args.access_log, verbose=args.verbose,
+                       db_schema=args.db_schema, allowed_hosts=args.allowed_host)

@@ -44,7 +44,7 @@ function renderInspection(result) {
   body.replaceChildren();
   (result.regions || []).forEach((r, i) => {
     const row = document.createElement("tr");
-    [i + 1, r.bbox, r.area_px, r.length_px, r.width_px, fmt(r.max_score, 4), fmt(r.contrast, 3), r.polarity]
+    [i + 1, r.bbox, r.area_px, fmt(r.length_px, 4), fmt(r.width_px, 4), fmt(r.max_score, 4), fmt(r.contrast, 3), r.polarity]
       .forEach((v) => cell(row, v));
     body.appendChild(row);
   });

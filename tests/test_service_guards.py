@@ -1,0 +1,180 @@
+"""Hostile requests: foreign Host names, opaque origins, control characters, open redirects, bounds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anomaly.cli.serve import served_hosts
+from service import create_app
+from service.auth import create_api_key
+from service.testing import make_part, make_test_config, png_bytes, tiny_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    return tiny_store(tmp_path_factory.mktemp("guards") / "store", lambda: [make_part(rng) for _ in range(8)])
+
+
+def _app(store: Path, tmp: Path, **overrides):
+    root = tmp / "store"
+    shutil.copytree(store, root)
+    return create_app(make_test_config(tmp, root, **overrides))
+
+
+@pytest.fixture(scope="module")
+def app(store, tmp_path_factory):
+    app = _app(store, tmp_path_factory.mktemp("guards-app"))
+    yield app
+    app.extensions["anomaly_db"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def part_png() -> bytes:
+    return png_bytes(make_part(np.random.default_rng(11)))
+
+
+def test_dns_rebinding_host_is_refused_before_anything_runs(client, app):
+    # The reproducer: a page on evil.example rebinds its name to 127.0.0.1 and moves thresholds.
+    versions = len(app.extensions["anomaly_store"].versions("tiny"))
+    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": 3.0},
+                    headers={"Host": "evil.example:8100", "Origin": "http://evil.example:8100"})
+    assert r.status_code == 400
+    assert len(app.extensions["anomaly_store"].versions("tiny")) == versions
+    assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+    for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_allowed_hosts_from_the_configuration(store, tmp_path):
+    app = _app(store, tmp_path, ALLOWED_HOSTS="inspect.line3.example, 10.1.2.3")
+    client = app.test_client()
+    assert client.get("/healthz", headers={"Host": "inspect.line3.example:8000"}).status_code == 200
+    assert client.get("/healthz", headers={"Host": "10.1.2.3"}).status_code == 200
+    assert client.get("/healthz", headers={"Host": "10.1.2.4"}).status_code == 400
+    app.extensions["anomaly_db"].dispose()
+
+
+def test_anomaly_serve_allows_the_bound_address_and_named_hosts():
+    assert served_hosts("10.1.2.3") == ["10.1.2.3"]
+    assert served_hosts("127.0.0.1", ["Inspect.Example"]) == ["inspect.example", "127.0.0.1"]
+    assert "[fd00::1]" in served_hosts("fd00::1")
+    assert served_hosts("0.0.0.0")  # this machine's own names
+
+
+@pytest.mark.parametrize("origin", ["null", "http://evil.example", "http://localhost.evil.example"])
+def test_foreign_and_opaque_origins_are_refused_without_a_key(client, origin):
+    r = client.post("/api/v1/models/tiny/rollback", headers={"Origin": origin})
+    assert r.status_code == 403 and r.get_json()["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/inspections?model=%00",
+    "/api/v1/inspections?part_id=a%1bb",
+    "/api/v1/yield?model=x%00",
+    "/api/v1/jobs?model=%07",
+    "/records?model=%00",
+    "/api/v1/inspections?mo%00del=x",
+])
+def test_control_characters_in_the_query_are_400(client, url):
+    r = client.get(url, headers={"Accept": "application/json"})
+    assert r.status_code == 400 and r.get_json()["code"] == "bad_request"
+
+
+def test_control_characters_in_fields_and_json_are_400_and_store_nothing(client, app, part_png):
+    before = client.get("/api/v1/inspections").get_json()["total"]
+    r = client.post("/api/v1/models/tiny/score", data={"image": (__import__("io").BytesIO(part_png), "p.png"),
+                                                        "part_id": "line\x003"})
+    assert r.status_code == 400 and "part_id" in r.get_json()["message"]
+    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": 3.0, "reason": "because\x00"})
+    assert r.status_code == 400 and "reason" in r.get_json()["message"]
+    assert client.get("/api/v1/inspections").get_json()["total"] == before
+    # Tabs and line breaks in free text stay allowed.
+    r = client.post("/api/v1/models/tiny/score?part_id=ok-1", data=part_png, content_type="image/png")
+    assert r.status_code == 200
+
+
+@pytest.mark.postgres
+def test_control_characters_on_postgresql_are_400_not_500(store, tmp_path, postgres_settings, part_png):
+    app = _app(store, tmp_path, **postgres_settings)
+    client = app.test_client()
+    for url in ("/api/v1/inspections?model=%00", "/api/v1/yield?model=%00", "/api/v1/jobs?model=%00"):
+        assert client.get(url).status_code == 400, url
+    inspection = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png").get_json()
+    r = client.post(f"/api/v1/inspections/{inspection['inspection_id']}/feedback",
+                    json={"kind": "false_alarm", "note": "n\x00"})
+    assert r.status_code == 400
+    app.extensions["anomaly_db"].dispose()
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "https://evil.example",
+                                    "/%0d%0a/evil.example", "javascript:alert(1)"])
+def test_login_never_redirects_off_the_site(store, tmp_path, target):
+    app = _app(store, tmp_path, REQUIRE_API_KEYS=True)
+    key = create_api_key(app.extensions["anomaly_db"], "alice", "admin")
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = page.split('name="csrf-token" content="')[1].split('"')[0]
+    r = client.post(f"/login?next={target}", data={"api_key": key, "csrf_token": token})
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/") and not r.headers["Location"].startswith("//")
+    assert "evil" not in r.headers["Location"]
+    page = client.get("/login").get_data(as_text=True)  # signing in starts a new session, with a new token
+    token = page.split('name="csrf-token" content="')[1].split('"')[0]
+    r = client.post("/login?next=/records%3Fmodel%3Dtiny", data={"api_key": key, "csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"] == "/records?model=tiny"
+    app.extensions["anomaly_db"].dispose()
+
+
+def test_metrics_and_readiness_details_need_a_key_where_keys_are_required(store, tmp_path):
+    app = _app(store, tmp_path, REQUIRE_API_KEYS=True)
+    key = create_api_key(app.extensions["anomaly_db"], "prometheus", "score")
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json() == {"ready": True}  # no names, no paths
+    detailed = client.get("/readyz", headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert detailed["models"][0]["name"] == "tiny"
+    app.extensions["anomaly_db"].dispose()
+
+
+def test_one_broken_model_does_not_take_the_service_out(store, tmp_path):
+    app = _app(store, tmp_path)
+    root = Path(app.extensions["anomaly_store"].root)
+    shutil.copytree(root / "tiny", root / "broken")
+    (root / "broken" / "1" / "manifest.json").chmod(0o644)
+    (root / "broken" / "1" / "manifest.json").write_text("{}")
+    client = app.test_client()
+    body = client.get("/readyz").get_json()
+    assert body["ready"] and "broken" in body["errors"]
+    assert client.get("/readyz?model=tiny").status_code == 200
+    assert client.get("/readyz?model=broken").status_code == 503
+    app.extensions["anomaly_db"].dispose()
+
+
+@pytest.mark.parametrize("body", [{"pixel_rate": 1e-320}, {"t_ng": 1e308}, {"target_frr": 1e-300},
+                                  {"t_ng": 1e9, "t_review": 1e9}, {"review_rate": 0.9}, {"t_ng": -1e300}])
+def test_absurd_threshold_moves_are_400(client, app, body):
+    versions = len(app.extensions["anomaly_store"].versions("tiny"))
+    r = client.post("/api/v1/models/tiny/thresholds", json=body)
+    assert r.status_code == 400, r.get_json()
+    assert len(app.extensions["anomaly_store"].versions("tiny")) == versions
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 10000, 3), (96, 96), (96, 400, 3)])
+def test_images_unlike_the_model_are_422_and_recorded_nowhere(client, shape):
+    before = client.get("/api/v1/inspections").get_json()["total"]
+    image = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
+    r = client.post("/api/v1/models/tiny/score", data=png_bytes(image), content_type="image/png")
+    assert r.status_code == 422 and r.get_json()["code"] == "input_geometry"
+    assert client.get("/api/v1/inspections").get_json()["total"] == before
