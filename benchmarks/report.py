@@ -792,7 +792,7 @@ def _regions(results: Path) -> list[_Section]:
                    for r in doc["timing"])))
     if doc.get("agreement"):
         s.add("", *_table(["set", "test images", "regions", "other fields identical", "contrast identical share",
-                           "contrast |difference| median", "max"],
+                           "contrast difference median (abs)", "max (abs)"],
                           ([_data_path(a.get("set", "")), a.get("test_images"), a.get("regions"),
                             "yes" if a.get("other_fields_identical") else "NO", _num(a.get("contrast_identical_share"), 3),
                             _num(a.get("contrast_abs_difference_median"), 3),
