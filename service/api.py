@@ -278,7 +278,10 @@ def score(name: str) -> tuple[Response, int]:
     return_overlay = parse_bool(_option("return_overlay"), field="return_overlay")
     answer = _score_or_not_ready(name, version, [part], "api", return_map, return_overlay)
     item = answer["results"][0]
-    item["timings_ms"]["total"] = answer["timings_ms"]["total"]
+    if answer.get("replayed"):
+        item["replayed"] = True
+    else:
+        item["timings_ms"]["total"] = answer["timings_ms"]["total"]
     if item["verdict"] == "ALIGNMENT_FAILED":
         error = item.get("error") or {}
         body = {"code": error.get("code", "alignment_failed"),
@@ -317,9 +320,10 @@ def score_batch(name: str) -> tuple[Response, int]:
 
 def _score_or_not_ready(name: str, version: int | None, parts: list[Part], source: str,
                         return_map: bool, return_overlay: bool) -> dict[str, Any]:
+    """Score and record, with the request's ``Idempotency-Key`` (a retry gets the stored answer)."""
     try:
         return score_parts(name, version, parts, source=source, return_map=return_map,
-                           return_overlay=return_overlay)
+                           return_overlay=return_overlay, idempotency_key=request.headers.get("Idempotency-Key"))
     except ModelNotFoundError:
         if version is None and _jobs().active_for(name):
             raise ModelNotReadyError(f"model {name!r} is being trained; no version to score with yet") from None

@@ -10,6 +10,7 @@ operations (``/healthz``, ``/readyz``, ``/metrics``); extensions are attached wi
 ``anomaly_registry``   :class:`service.registry.ModelRegistry` (loaded bundles)
 ``anomaly_archive``    :class:`service.archive.Archive`
 ``anomaly_jobs``       :class:`service.jobs.TrainingJobs`
+``anomaly_scoring_slots``  a semaphore: parts judged at once in this worker
 ``anomaly_metrics``    :class:`service.metrics.Metrics`
 ``csrf``               Flask-WTF's ``CSRFProtect``
 =====================  =========================================================
@@ -25,6 +26,7 @@ import logging
 import os
 import re
 import sysconfig
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -89,6 +91,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
     app.extensions["anomaly_registry"] = registry
     app.extensions["anomaly_archive"] = Archive(app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
     app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]))
+    app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
     Metrics().init_app(app)
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API checks the token itself, only for cookie-borne requests

@@ -158,6 +158,25 @@ class ApiKeyRecord(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class IdempotentRequest(Base):
+    """A scoring request sent with an ``Idempotency-Key``, and the answer it got.
+
+    Written in the same transaction as the request's inspection records, so a retry with the
+    same key finds either both or neither, and gets the stored answer instead of a second record.
+    """
+
+    __tablename__ = "idempotent_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    request_sha256: Mapped[str] = mapped_column(String(64))  # what was asked: a reused key is refused
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (sa.UniqueConstraint("client", "key", name="uq_idempotent_requests_client_key"),)
+
+
 class SchemaVersion(Base):
     """Applied migrations."""
 
@@ -185,7 +204,14 @@ def _initial(conn: Connection) -> None:
 #: Every schema step, in order. Add a step here (never edit an applied one) when a table
 #: changes, e.g. ``Migration(2, "inspections.line", lambda c: c.execute(sa.text(
 #: "ALTER TABLE inspections ADD COLUMN line VARCHAR(64)")))``.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _initial),)
+def _idempotent_requests(conn: Connection) -> None:
+    IdempotentRequest.__table__.create(conn, checkfirst=True)  # a fresh database has it from step 1
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _initial),
+    Migration(2, "idempotent_requests: answers of requests sent with an Idempotency-Key", _idempotent_requests),
+)
 HEAD = MIGRATIONS[-1].version
 
 

@@ -89,6 +89,20 @@ class ConflictError(ServiceError):
     http_status = 409
 
 
+class IdempotencyKeyReusedError(ConflictError):
+    """An ``Idempotency-Key`` sent again with another request than the one it was first sent with."""
+
+    code = "idempotency_key_reused"
+
+
+class ServiceBusyError(ServiceError):
+    """Every scoring slot of this worker stayed taken for the whole wait; the client should retry."""
+
+    code = "busy"
+    http_status = 503
+    retry_after = 1
+
+
 class StorageError(ServiceError):
     """The inspection record could not be stored; nothing was kept and no verdict is given."""
 
@@ -130,7 +144,11 @@ def handle_anomaly_error(exc: AnomalyError) -> Any:
     extra = getattr(exc, "extra", {}) or {}
     if status >= 500 and not isinstance(exc, ServiceError):
         log.error("error answered %s: %s", status, exc)
-    return _respond(status, exc.code, str(exc), **extra)
+    response = _respond(status, exc.code, str(exc), **extra)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and not isinstance(response, tuple):
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def handle_http_exception(exc: HTTPException) -> Any:

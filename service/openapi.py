@@ -44,6 +44,11 @@ _SCORE_OPTIONS = [
     _query("version", {"type": "integer", "minimum": 1}, "Model version; default: production"),
     _query("return_map", {"type": "boolean"}, "Return the anomaly map (8-bit PNG, base64, with its scale)"),
     _query("return_overlay", {"type": "boolean"}, "Return the heat-map overlay (PNG, base64)"),
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
+     "description": "Makes a retry safe: the same key with the same request answers the stored result "
+                    "(\"replayed\": true) instead of scoring and recording the part again; the same key with "
+                    "another request is refused (409 idempotency_key_reused)"},
 ]
 _RECORD_FILTERS = [
     _query("model", {"type": "string"}, "Model name"),

@@ -12,24 +12,27 @@ is a judgement too: it is recorded with the verdict ``ALIGNMENT_FAILED``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from flask import current_app
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from anomaly.detectors.base import batch_or_each
 from anomaly.errors import AlignmentError
 from anomaly.imageio import decode_image, encode_png
 from service.archive import Archive, map_to_png
 from service.auth import current_principal
-from service.db import Database, InspectionRecord, iso, new_id, utcnow
-from service.errors import BadRequestError, StorageError
+from service.db import Database, IdempotentRequest, InspectionRecord, iso, new_id, utcnow
+from service.errors import BadRequestError, IdempotencyKeyReusedError, ServiceBusyError, StorageError
 from service.registry import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -113,8 +116,75 @@ def _judge(model: LoadedModel, images: list[np.ndarray]) -> list[Judgement]:
     return out
 
 
+#: An ``Idempotency-Key``: printable ASCII without spaces, as the IETF draft's examples (UUIDs, ULIDs).
+_IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` and a hash of the request it came with.
+
+    Attributes:
+        key: The key as sent.
+        request_sha256: sha256 over the model, version, options and every part's bytes and id,
+            so that a key reused for another request is refused instead of answered wrongly.
+    """
+
+    key: str
+    request_sha256: str
+
+    @classmethod
+    def of(cls, key: str, name: str, version: int | None, parts: Sequence[Part], source: str,
+           return_map: bool, return_overlay: bool) -> Idempotency:
+        """Check the key (400 if malformed) and hash the request."""
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise BadRequestError("Idempotency-Key must be 1 to 128 printable ASCII characters without spaces")
+        digest = hashlib.sha256(json.dumps([name, version, source, return_map, return_overlay]).encode())
+        for part in parts:
+            digest.update(hashlib.sha256(part.data).digest())
+            digest.update(json.dumps(part.part_id).encode())
+        return cls(key, digest.hexdigest())
+
+
+def replayed(db: Database, client: str, idempotency: Idempotency) -> dict[str, Any] | None:
+    """The stored answer of the request this client sent before with this key, or None.
+
+    Raises:
+        IdempotencyKeyReusedError: the key came before with another request (409).
+    """
+    with db.session() as session:
+        row = session.scalar(sa.select(IdempotentRequest).where(IdempotentRequest.client == client,
+                                                                 IdempotentRequest.key == idempotency.key))
+        if row is None:
+            return None
+        if row.request_sha256 != idempotency.request_sha256:
+            raise IdempotencyKeyReusedError(f"Idempotency-Key {idempotency.key!r} was used before for another "
+                                            "request; send a new key for a new part")
+        answer = dict(row.answer)
+    answer["replayed"] = True
+    return answer
+
+
+@contextlib.contextmanager
+def scoring_slot(app: Any) -> Iterator[None]:
+    """Hold one of the worker's scoring slots (``SCORING_SLOTS``) while parts are decoded and judged.
+
+    Raises:
+        ServiceBusyError: none came free within ``SCORING_WAIT_SECONDS`` (503 with Retry-After).
+    """
+    slots = app.extensions["anomaly_scoring_slots"]
+    wait = float(app.config["SCORING_WAIT_SECONDS"])
+    if not slots.acquire(timeout=wait):
+        raise ServiceBusyError(f"this worker judged other parts for the last {wait:g} s; retry (Retry-After)")
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source: str,
-                return_map: bool = False, return_overlay: bool = False) -> dict[str, Any]:
+                return_map: bool = False, return_overlay: bool = False,
+                idempotency_key: str | None = None) -> dict[str, Any]:
     """Judge parts with a model, record every judgement, and build the answer.
 
     Args:
@@ -124,12 +194,16 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
         source: ``api``, ``batch`` or ``page`` (recorded).
         return_map: Put each anomaly map in the answer (8-bit PNG, base64, with its scale).
         return_overlay: Put each heat-map overlay in the answer (PNG, base64).
+        idempotency_key: The client's ``Idempotency-Key``: a request that repeats one already
+            answered gets the stored answer (``"replayed": true``; verdicts, regions and ids, no
+            maps or timings) instead of a second record (see :func:`replayed`).
 
     Returns:
         ``{"model": ..., "results": [...], "timings_ms": ..., "batch_id": ...}``.
 
     Raises:
         ModelNotFoundError, ModelNotReadyError: no such model or version / none in production.
+        IdempotencyKeyReusedError: the idempotency key came before with another request (409).
         InvalidImageError, ImageTooLargeError: a part's image (400, 413); nothing is stored.
         StorageError: the records could not be committed (503); nothing is stored.
     """
@@ -142,17 +216,25 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
     metrics = app.extensions["anomaly_metrics"]
     principal = current_principal()
     start = time.perf_counter()
+    idempotency = None
+    if idempotency_key is not None:
+        idempotency = Idempotency.of(idempotency_key, name, version, parts, source, return_map, return_overlay)
+        prior = replayed(db, principal.name, idempotency)
+        if prior is not None:
+            return prior
 
     model = registry.get(name, version)
-    images = []
-    for i, part in enumerate(parts):
-        label = "image" if len(parts) == 1 else f"image {i}"
-        images.append(decode_image(part.data, max_pixels=int(app.config["MAX_PIXELS"]),
-                                   max_bytes=int(app.config["MAX_IMAGE_BYTES"]), label=label))
-    decoded = time.perf_counter()
-    judgements = _judge(model, images)
-    judged = time.perf_counter()
-    decode_ms = (decoded - start) * 1000 / len(parts)
+    with scoring_slot(app):
+        slot_start = time.perf_counter()
+        images = []
+        for i, part in enumerate(parts):
+            label = "image" if len(parts) == 1 else f"image {i}"
+            images.append(decode_image(part.data, max_pixels=int(app.config["MAX_PIXELS"]),
+                                       max_bytes=int(app.config["MAX_IMAGE_BYTES"]), label=label))
+        decoded = time.perf_counter()
+        judgements = _judge(model, images)
+        judged = time.perf_counter()
+    decode_ms = (decoded - slot_start) * 1000 / len(parts)
     inference_ms = (judged - decoded) * 1000 / len(parts)
 
     batch_id = new_id() if source == "batch" else None
@@ -200,9 +282,19 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
         rows = [{c.key: getattr(r, c.key) for c in InspectionRecord.__table__.columns} for r in records]
         with db.session() as session:  # a Core insert: the ORM's unit of work costs more than the row
             session.execute(sa.insert(InspectionRecord), rows)
+            if idempotency is not None:  # in the same transaction: a retry finds both or neither
+                stored = {"model": {"name": model.name, "version": model.version, "detector": model.detector},
+                          "batch_id": batch_id, "results": [inspection_answer(r, model) for r in records]}
+                session.execute(sa.insert(IdempotentRequest).values(
+                    client=principal.name, key=idempotency.key, request_sha256=idempotency.request_sha256,
+                    answer=jsonable(stored), created_at=created))
     except (SQLAlchemyError, OSError) as exc:
         for rel in written:
             archive.remove(rel)
+        if isinstance(exc, IntegrityError) and idempotency is not None:
+            prior = replayed(db, principal.name, idempotency)  # the same key won a race a moment ago
+            if prior is not None:
+                return prior
         log.error("could not store %d inspection record(s): %s", len(records), exc)
         raise StorageError("the inspection could not be recorded, so no verdict is given; "
                            "the database or the archive is unavailable") from None

@@ -178,3 +178,60 @@ def test_images_unlike_the_model_are_422_and_recorded_nowhere(client, shape):
     r = client.post("/api/v1/models/tiny/score", data=png_bytes(image), content_type="image/png")
     assert r.status_code == 422 and r.get_json()["code"] == "input_geometry"
     assert client.get("/api/v1/inspections").get_json()["total"] == before
+
+
+# -- bounded work: scoring slots, idempotent retries ------------------------------------------------
+def test_a_saturated_worker_answers_503_with_retry_after_and_stores_nothing(store, tmp_path, part_png):
+    app = _app(store, tmp_path, SCORING_WAIT_SECONDS=0.05)
+    client = app.test_client()
+    slots = app.extensions["anomaly_scoring_slots"]
+    assert slots.acquire(timeout=1)  # another request is being judged in this worker
+    try:
+        r = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png")
+        assert r.status_code == 503 and r.get_json()["code"] == "busy" and r.headers["Retry-After"] == "1"
+        assert client.get("/healthz").status_code == 200  # answered outside the scoring path
+    finally:
+        slots.release()
+    assert client.get("/api/v1/inspections").get_json()["total"] == 0
+    assert client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png").status_code == 200
+    app.extensions["anomaly_db"].dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_overrides(request):
+    return {} if request.param == "sqlite" else request.getfixturevalue("postgres_settings")
+
+
+def test_a_retry_with_the_same_idempotency_key_returns_the_stored_answer(store, tmp_path, part_png, db_overrides):
+    app = _app(store, tmp_path, **db_overrides)
+    client = app.test_client()
+    key = {"Idempotency-Key": "plc-7-part-000123"}
+    first = client.post("/api/v1/models/tiny/score?part_id=p-123", data=part_png, content_type="image/png",
+                        headers=key)
+    again = client.post("/api/v1/models/tiny/score?part_id=p-123", data=part_png, content_type="image/png",
+                        headers=key)
+    assert first.status_code == again.status_code == 200
+    one, two = first.get_json(), again.get_json()
+    assert two["replayed"] and "replayed" not in one
+    assert two["inspection_id"] == one["inspection_id"] and two["verdict"] == one["verdict"]
+    assert two["score"] == one["score"] and two["regions"] == one["regions"]
+    assert client.get("/api/v1/inspections").get_json()["total"] == 1
+    # The same key with another part is a client bug: refused, nothing recorded.
+    other = png_bytes(make_part(np.random.default_rng(99)))
+    r = client.post("/api/v1/models/tiny/score", data=other, content_type="image/png", headers=key)
+    assert r.status_code == 409 and r.get_json()["code"] == "idempotency_key_reused"
+    r = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png",
+                    headers={"Idempotency-Key": "has space"})
+    assert r.status_code == 400
+    # Batches too; keys are per client, and a new key is a new record.
+    files = {"images": [(__import__("io").BytesIO(part_png), "a.png"), (__import__("io").BytesIO(other), "b.png")]}
+    batch = client.post("/api/v1/models/tiny/score-batch", data=files, headers={"Idempotency-Key": "batch-1"})
+    files = {"images": [(__import__("io").BytesIO(part_png), "a.png"), (__import__("io").BytesIO(other), "b.png")]}
+    repeat = client.post("/api/v1/models/tiny/score-batch", data=files, headers={"Idempotency-Key": "batch-1"})
+    assert [r["inspection_id"] for r in repeat.get_json()["results"]] == \
+        [r["inspection_id"] for r in batch.get_json()["results"]]
+    assert client.get("/api/v1/inspections").get_json()["total"] == 3
+    assert client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png",
+                       headers={"Idempotency-Key": "plc-7-part-000124"}).status_code == 200
+    assert client.get("/api/v1/inspections").get_json()["total"] == 4
+    app.extensions["anomaly_db"].dispose()

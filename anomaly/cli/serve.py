@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs API keys)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    p.add_argument("--threads", type=int, default=4,
+                   help="threads per worker (default 4): health checks, pages and slow clients are answered while "
+                        "a part is judged; parts are judged one at a time per worker (SCORING_SLOTS)")
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted")
     add_store_option(p)
     p.add_argument("--db-url", help="SQLAlchemy URL of the records database (default: SQLite in the instance folder)")
@@ -114,7 +116,7 @@ def _check_app(settings: dict[str, str]) -> Any:
 
 
 def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1", port: int = 8000,
-                workers: int = 2, threads: int = 1, timeout: int = 120, db_url: str | None = None,
+                workers: int = 2, threads: int = 4, timeout: int = 120, db_url: str | None = None,
                 instance: Path | None = None, archive: str | None = None, require_keys: bool = False,
                 access_log: bool = False, verbose: int = 0, db_schema: str | None = None,
                 allowed_hosts: list[str] | tuple[str, ...] = ()) -> int:
