@@ -286,3 +286,25 @@ def test_charts_place_thresholds_and_yield():
     line = str(yield_svg(days))
     assert "<polyline" in line and "90.0% of 10" in line and "50.0% of 2" in line
     assert "No inspections" in str(yield_svg([]))
+
+
+def test_version_page_shows_what_the_thresholds_cost_and_rounds_them(client):
+    page = client.get("/models/tiny/1").get_data(as_text=True)
+    assert "expected false rejects" in page and "95 % interval" in page
+    shown = re.search(r'id="t-ng">([^<]*)<', page).group(1)
+    assert len(shown) <= 6  # "%.4g", not 15 decimals
+
+
+def test_onboard_link_only_for_admins(store, tmp_path):
+    import shutil
+
+    from service.auth import create_api_key
+
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    app = create_app(make_test_config(tmp_path, root, REQUIRE_API_KEYS=True))
+    key = create_api_key(app.extensions["anomaly_db"], "line", "score")
+    client = app.test_client()
+    page = client.get("/inspect", headers={"Authorization": f"Bearer {key}"}).get_data(as_text=True)
+    assert "Inspect" in page and "Onboard" not in page
+    app.extensions["anomaly_db"].dispose()
