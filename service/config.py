@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "WARMUP": True,  # and run one inference on a blank image (first call is slow)
     "MAX_LOADED_BUNDLES": 8,  # per worker; least recently used ones are dropped
     "TRAINING_THREADS": 1,  # concurrent training jobs per worker
+    "MAX_JOBS_PER_MODEL": 1,  # queued + running training jobs of one model (all workers); more: 429
+    "MAX_JOBS_PER_CLIENT": 3,  # queued + running training jobs of one client (all workers); more: 429
     # Parts judged at once per worker: scoring is CPU-bound and each worker already has its share of the
     # cores, so more only slows each part down. A request that finds every slot taken waits this long,
     # then gets 503 "busy" with Retry-After (a retry is likely to reach an idle worker).

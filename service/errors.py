@@ -95,6 +95,14 @@ class IdempotencyKeyReusedError(ConflictError):
     code = "idempotency_key_reused"
 
 
+class TooManyJobsError(ServiceError):
+    """Queued and running training jobs already reach the limit for this model or this client."""
+
+    code = "too_many_jobs"
+    http_status = 429
+    retry_after = 60
+
+
 class ServiceBusyError(ServiceError):
     """Every scoring slot of this worker stayed taken for the whole wait; the client should retry."""
 

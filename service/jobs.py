@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from anomaly.errors import AnomalyError
 from anomaly.store import ModelStore
 from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
-from service.errors import NotFoundError
+from service.errors import NotFoundError, TooManyJobsError
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,37 @@ class TrainingJobs:
         db: Where job rows live.
         store: Where new versions go.
         max_workers: Jobs trained at once in this worker.
+        max_active_per_model: Queued and running jobs allowed for one model, across workers.
+        max_active_per_client: Queued and running jobs allowed for one client, across workers.
     """
 
-    def __init__(self, db: Database, store: ModelStore, *, max_workers: int = 1) -> None:
+    def __init__(self, db: Database, store: ModelStore, *, max_workers: int = 1, max_active_per_model: int = 1,
+                 max_active_per_client: int = 3) -> None:
         self.db = db
         self.store = store
+        self.max_active_per_model = int(max_active_per_model)
+        self.max_active_per_client = int(max_active_per_client)
         self.host = socket.gethostname()[:255]
         self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
 
     def submit(self, req: TrainingRequest) -> dict[str, Any]:
-        """Record a queued job and start it; returns the job's JSON form."""
+        """Record a queued job and start it; returns the job's JSON form.
+
+        Raises:
+            TooManyJobsError: the model or the client already has as many queued or running
+                jobs as allowed (429; a fuzzing client once queued 345 jobs and 568 versions).
+        """
+        with self.db.session() as s:
+            def active(column: Any, value: str) -> int:
+                return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
+                    column == value, TrainingJobRecord.status.in_(ACTIVE))) or 0)
+
+            if active(TrainingJobRecord.model_name, req.name) >= self.max_active_per_model:
+                raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training job(s) "
+                                       "queued or running; wait for it to finish")
+            if active(TrainingJobRecord.client, req.client) >= self.max_active_per_client:
+                raise TooManyJobsError(f"{req.client!r} already has {self.max_active_per_client} training jobs queued "
+                                       "or running; wait for one to finish")
         job = TrainingJobRecord(
             id=new_id(), model_name=req.name, detector=req.detector, params=req.params, n_images=len(req.images),
             promote=req.promote, status="queued", stage="queued", progress=0.0, created_at=utcnow(),

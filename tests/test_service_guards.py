@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,34 @@ def test_a_retry_with_the_same_idempotency_key_returns_the_stored_answer(store, 
                        headers={"Idempotency-Key": "plc-7-part-000124"}).status_code == 200
     assert client.get("/api/v1/inspections").get_json()["total"] == 4
     app.extensions["anomaly_db"].dispose()
+
+
+def test_training_jobs_are_bounded_per_model_and_per_client(store, tmp_path, monkeypatch):
+    import io
+    import json as json_module
+
+    from service.jobs import TrainingJobs
+
+    release = threading.Event()
+    monkeypatch.setattr(TrainingJobs, "_run", lambda self, job_id, req: release.wait(30))  # jobs stay queued
+    app = _app(store, tmp_path, MAX_JOBS_PER_MODEL=1, MAX_JOBS_PER_CLIENT=2)
+    client = app.test_client()
+
+    def train(name: str):
+        rng = np.random.default_rng(7)
+        files = [(io.BytesIO(png_bytes(make_part(rng))), f"{i}.png") for i in range(3)]
+        return client.post(f"/api/v1/models/{name}/versions", content_type="multipart/form-data",
+                           data={"images": files, "params": json_module.dumps({"image_size": 64})})
+
+    try:
+        assert train("a").status_code == 202
+        second = train("a")
+        assert second.status_code == 429 and second.get_json()["code"] == "too_many_jobs"
+        assert second.headers["Retry-After"]
+        assert train("b").status_code == 202
+        assert train("c").status_code == 429  # this client's third job
+        assert len(client.get("/api/v1/jobs").get_json()["jobs"]) == 2
+    finally:
+        release.set()
+        app.extensions["anomaly_jobs"].shutdown(wait=True)
+        app.extensions["anomaly_db"].dispose()
