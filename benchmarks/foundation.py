@@ -18,13 +18,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anomaly.bench.provenance import git_commit, machine_info, package_versions  # noqa: E402
+from anomaly.bench.provenance import git_commit, run_provenance  # noqa: E402
 from anomaly.datasets import find_categories  # noqa: E402
 from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
@@ -76,11 +75,10 @@ def main() -> int:
             for p in args.param:
                 cmd += ["--param", p]
             print("$", " ".join(cmd), flush=True)
-            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            provenance = {**run_provenance(), "command": cmd[1:], "commit": git_commit(REPO)}
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ)
             report = json.loads(out.read_text())
-            report["provenance"] = {"started": started, "command": cmd[1:], "machine": machine_info(),
-                                    "packages": package_versions(), "commit": git_commit(REPO)}
+            report["provenance"] = provenance
             out.write_text(json.dumps(report, indent=2) + "\n")
             reports.append(report)
             print(markdown(reports[-1:]).splitlines()[-1], flush=True)

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
@@ -29,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import anomaly.regions as regions  # noqa: E402
-from anomaly.bench.provenance import machine_info, package_versions  # noqa: E402
-from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
+from anomaly.bench.provenance import run_provenance  # noqa: E402
+from report import save_result  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 
 def dilated_ring(inside: np.ndarray, radius: int) -> np.ndarray:
@@ -125,14 +124,11 @@ def main() -> int:
                                  REPO.parent / "shared" / "datasets" / "anomalib_hazelnut_toy" / "hazelnut"])
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "regions" / "regions.json")
     args = parser.parse_args()
-    doc = {"command": "python benchmarks/regions_cost.py " + " ".join(sys.argv[1:]),
-           "provenance": {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                          "machine": machine_info(), "packages": package_versions()},
+    doc = {"command": ("python benchmarks/regions_cost.py " + " ".join(sys.argv[1:])).strip(),
+           "provenance": run_provenance(),
            "timing": timing(args.sides, args.dilation_max_side),
            "agreement": [agreement(s) for s in args.sets if s.is_dir()]}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    write_report()
+    save_result(doc, args.json)
     return 0
 
 

@@ -771,6 +771,38 @@ def _service(results: Path) -> list[_Section]:
     return [s]
 
 
+def _run_provenance(doc: dict) -> list[str]:
+    """The provenance line of a benchmark JSON that records ``provenance`` (none where it records none)."""
+    provenance = doc.get("provenance") or {}
+    if not provenance:
+        return []
+    return [f"**Provenance**: run {provenance.get('started')}; machine: {_machine(provenance.get('machine') or {})}; "
+            f"packages: {_versions(provenance.get('packages'))}.", ""]
+
+
+def _hostile(results: Path) -> list[_Section]:
+    doc = _load_json(results / "service_hostile" / "hostile.json")
+    if not isinstance(doc, dict) or "ng_frame" not in doc:
+        return []
+    side = doc.get("side")
+    s = _Section("Service under large frames and slow clients")
+    s.add(f"**What**: `anomaly serve` (2 workers) with a PatchCore model trained on the demo part scaled to {side} x "
+          f"{side} px: the scratched part at that size end to end over HTTP; a good part alone and while another "
+          "client sends that NG frame back to back; `/healthz` while 2 clients send one header line every 5 s.", "",
+          f"**Command**: `{doc.get('command', 'python benchmarks/service_hostile.py').strip()}`", "")
+    s.add(*_run_provenance(doc))
+    rows = [["NG frame, end to end", doc["ng_frame"], ", ".join(doc["ng_frame"].get("verdicts") or [])],
+            ["good part alone", doc["good_alone"], ""],
+            ["good part while the NG frame is sent back to back", doc["good_meanwhile"],
+             f"{_x(doc.get('good_meanwhile_over_alone'))} the time alone; statuses "
+             f"{doc['good_meanwhile'].get('statuses')}"],
+            ["/healthz under 2 slow clients", doc["healthz_under_2_slow_clients"],
+             f"{_num(doc['healthz_under_2_slow_clients'].get('seconds'), 0)} s"]]
+    s.add(*_table(["request", "n", "p50 ms", "max ms", "note"],
+                  ([name, r.get("n"), _ms(r.get("p50_ms")), _ms(r.get("max_ms")), note] for name, r, note in rows)))
+    return [s]
+
+
 def _regions(results: Path) -> list[_Section]:
     doc = _load_json(results / "regions" / "regions.json")
     if not isinstance(doc, dict) or not doc.get("timing"):
@@ -782,10 +814,7 @@ def _regions(results: Path) -> list[_Section]:
           "on its goods, whether every region field but the contrast is identical under both ring definitions, "
           "and how far the contrast moved.", "",
           f"**Command**: `{doc.get('command', 'python benchmarks/regions_cost.py').strip()}`", "")
-    provenance = doc.get("provenance") or {}
-    if provenance:
-        s.add(f"**Provenance**: run {provenance.get('started')}; machine: {_machine(provenance.get('machine') or {})}; "
-              f"packages: {_versions(provenance.get('packages'))}.", "")
+    s.add(*_run_provenance(doc))
     s.add(*_table(["side px", "regions", "linear-time contrast s", "dilation s", "dilation / linear"],
                   ([r.get("side"), r.get("regions"), _num(r.get("linear_s"), 3), _num(r.get("dilation_s"), 3),
                     _x(r["dilation_s"] / r["linear_s"]) if r.get("dilation_s") and r.get("linear_s") else DASH]
@@ -825,7 +854,7 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
             ("GAN models", bench("gan") + _gan(results_dir)),
             ("Classical models", _classical(results_dir) + bench("classical")),
             ("Options", bench("options") + _options(results_dir)),
-            ("Service", _service(results_dir) + _regions(results_dir)),
+            ("Service", _service(results_dir) + _hostile(results_dir) + _regions(results_dir)),
         ]
     groups = [(name, sections) for name, sections in groups if sections]
     lines = [
@@ -850,6 +879,13 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
         for s in sections:
             lines += ["", f"### {s.title}", "", *s.lines]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def save_result(doc: dict, path: Path) -> None:
+    """Write a benchmark's JSON result to ``path`` and rewrite the report from all results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    write_report()
 
 
 def write_report(results_dir: Path = RESULTS, out: Path = REPORT) -> Path:

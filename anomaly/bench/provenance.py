@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ OUR_PACKAGES = ("anomaly-inspect", "torch", "torchvision", "timm", "numpy", "fai
 def package_versions(names: tuple[str, ...] = OUR_PACKAGES) -> dict[str, str]:
     """``{distribution: version}`` of those of ``names`` that are installed."""
     return installed_versions(names)
+
+
+def run_provenance() -> dict[str, Any]:
+    """When (UTC) and where a benchmark starts, with our packages' versions, for its JSON report."""
+    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+            "packages": package_versions()}
 
 
 def machine_info() -> dict[str, Any]:
