@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -33,9 +35,9 @@ def postgres_or_skip() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_settings():
-    """Service settings for the test PostgreSQL server, in a schema of this test's own (dropped after)."""
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[dict[str, str]]:
+    """Service settings for the test PostgreSQL server, in a schema of its own (dropped after)."""
     import sqlalchemy as sa
 
     from service.db import normalize_url
@@ -47,6 +49,13 @@ def postgres_settings():
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     engine.dispose()
+
+
+@pytest.fixture
+def postgres_settings():
+    """:func:`postgres_schema` for one test."""
+    with postgres_schema() as settings:
+        yield settings
 
 
 def make_part(rng: np.random.Generator, size: int = 96, shift: tuple[int, int] = (0, 0),
