@@ -131,7 +131,7 @@ class TrainingJobRecord(Base):
     n_images: Mapped[int] = mapped_column(Integer)
     promote: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
-    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    stage: Mapped[str] = mapped_column(String(128), default="queued")  # the step and its count, "... 3/5"
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -208,9 +208,15 @@ def _idempotent_requests(conn: Connection) -> None:
     IdempotentRequest.__table__.create(conn, checkfirst=True)  # a fresh database has it from step 1
 
 
+def _longer_job_stage(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":  # SQLite does not enforce VARCHAR lengths
+        conn.execute(sa.text("ALTER TABLE training_jobs ALTER COLUMN stage TYPE VARCHAR(128)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "idempotent_requests: answers of requests sent with an Idempotency-Key", _idempotent_requests),
+    Migration(3, "training_jobs.stage up to 128 characters (the step and its count)", _longer_job_stage),
 )
 HEAD = MIGRATIONS[-1].version
 

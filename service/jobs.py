@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from anomaly.errors import AnomalyError
+from anomaly.progress import Listener, listen
 from anomaly.store import ModelStore
 from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
 from service.errors import NotFoundError, TooManyJobsError
@@ -159,6 +160,20 @@ class TrainingJobs:
         with self.db.session() as s:
             s.execute(sa.update(TrainingJobRecord).where(TrainingJobRecord.id == job_id).values(**fields))
 
+    def _listener(self, job_id: str, every: float = 0.5) -> Listener:
+        """A progress listener writing the current step and its fraction to the job's row (at most every 0.5 s)."""
+        last = [0.0]
+
+        def report(step: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < every and done not in (0, total):
+                return
+            last[0] = now
+            self._update(job_id, stage=(f"{step} {done}/{total}" if total else step)[:128],
+                         progress=round(done / total, 3) if total else 0.0)
+
+        return report
+
     def _run(self, job_id: str, req: TrainingRequest) -> None:
         from anomaly.bundle import save_bundle
         from anomaly.training import train
@@ -171,8 +186,9 @@ class TrainingJobs:
                 options["target_frr"] = req.target_frr
             if req.n_folds is not None:
                 options["n_folds"] = req.n_folds
-            model = train(req.detector, req.images, params=req.params, seed=req.seed,
-                          source="upload to the service", **options)
+            with listen(self._listener(job_id)):
+                model = train(req.detector, req.images, params=req.params, seed=req.seed,
+                              source="upload to the service", **options)
             self._update(job_id, stage="saving", progress=0.9)
             notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
                      "fit_seconds": round(model.fit_seconds, 3), "feedback_images": req.extra_images}
