@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError, UnknownDetectorError
 from anomaly.store import ModelStore, check_model_name
-from service.archive import Archive
+from service.archive import FILES, Archive
 from service.auth import UNSAFE_METHODS, check_same_origin, current_principal, key_from_headers, require
 from service.db import Database
 from service.errors import BadRequestError, ConflictError, ModelNotReadyError, NotFoundError, UnsupportedMediaTypeError
@@ -416,7 +416,7 @@ def _record_json(record: Any) -> dict[str, Any]:
     item["feedback"] = [feedback_answer(fb) for fb in record.feedback]
     if record.archive_path:
         item["files"] = {kind: url_for("api.inspection_file", inspection_id=record.id, kind=kind)
-                         for kind in ("image", "map", "overlay")}
+                         for kind in FILES}
     return item
 
 
@@ -440,9 +440,9 @@ def show_inspection(inspection_id: str) -> Response:
 @bp.get("/inspections/<inspection_id>/<kind>")
 @require("score")
 def inspection_file(inspection_id: str, kind: str) -> Response:
-    """An archived ``image``, ``map`` or ``overlay`` of an inspection."""
-    if kind not in ("image", "map", "overlay"):
-        raise NotFoundError(f"no file {kind[:20]!r}; files are image, map and overlay")
+    """An archived ``image``, ``map``, ``overlay`` or ``thumbnail`` of an inspection."""
+    if kind not in FILES:
+        raise NotFoundError(f"no file {kind[:20]!r}; files are {', '.join(FILES)}")
     record = get_inspection(_db(), inspection_id)
     archive: Archive = current_app.extensions["anomaly_archive"]
     stats = record.map_stats or {}

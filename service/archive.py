@@ -20,8 +20,11 @@ import cv2
 import numpy as np
 
 _MAGIC = ((b"\x89PNG", "png"), (b"\xff\xd8", "jpg"), (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif"))
-FILES = ("image", "map", "overlay")
-_STORED = {"image": "image.*", "map": "map.npy", "overlay": "overlay.png", "map_png": "map.png"}
+FILES = ("image", "map", "overlay", "thumbnail")
+#: Long side of a gallery thumbnail, in pixels (a page of full-size overlays weighed 43 MB).
+THUMBNAIL_SIDE = 256
+_STORED = {"image": "image.*", "map": "map.npy", "overlay": "overlay.png", "map_png": "map.png",
+           "thumbnail": "thumbnail.jpg"}
 
 
 def image_extension(data: bytes) -> str:
@@ -89,7 +92,7 @@ class Archive:
 
         Args:
             rel: The record's archive folder.
-            kind: ``image``, ``map`` or ``overlay``.
+            kind: ``image``, ``map``, ``overlay`` or ``thumbnail`` (the overlay, or the image, as a small JPEG).
             vmin, vmax: Map values shown as black/coldest and white/hottest.
             pixel_threshold: Outline of the overlay.
             label: Text of the overlay.
@@ -101,6 +104,8 @@ class Archive:
             return None
         if kind == "image":
             return self._stored(rel, "image")
+        if kind == "thumbnail":
+            return self._thumbnail(rel, vmin=vmin, vmax=vmax, pixel_threshold=pixel_threshold, label=label)
         cached = self._stored(rel, "map_png" if kind == "map" else "overlay")
         if cached is not None:
             return cached
@@ -120,6 +125,24 @@ class Archive:
             return None
         rendered = overlay(image, amap, vmin=vmin, vmax=vmax, contour_at=pixel_threshold, label=label)
         return self._keep(rel, "overlay.png", encode_png(rendered))
+
+    def _thumbnail(self, rel: str | None, **overlay_args: object) -> Path | None:
+        """The overlay (or, without a map, the image) shrunk to :data:`THUMBNAIL_SIDE`, as JPEG, kept."""
+        cached = self._stored(rel, "thumbnail")
+        if cached is not None:
+            return cached
+        source = self.file(rel, "overlay", **overlay_args) or self._stored(rel, "image")  # type: ignore[arg-type]
+        if source is None:
+            return None
+        from anomaly.imageio import decode_image, to_uint8_rgb
+
+        image = to_uint8_rgb(decode_image(source.read_bytes()))
+        scale = THUMBNAIL_SIDE / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return self._keep(rel, "thumbnail.jpg", jpeg.tobytes()) if ok else None
 
     def _keep(self, rel: str | None, name: str, payload: bytes) -> Path | None:
         folder = self._folder(rel or "")

@@ -250,7 +250,7 @@ def _paths() -> dict[str, Any]:
         "/inspections/{inspection_id}/{kind}": {"get": {
             "summary": "An archived file of an inspection", "operationId": "getInspectionFile",
             "parameters": [_ID, {"name": "kind", "in": "path", "required": True,
-                                 "schema": {"type": "string", "enum": ["image", "map", "overlay"]}}],
+                                 "schema": {"type": "string", "enum": ["image", "map", "overlay", "thumbnail"]}}],
             "responses": {"200": {"description": "The file", "content": {
                 "image/png": {"schema": {"type": "string", "format": "binary"}},
                 "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},

@@ -267,3 +267,31 @@ def test_training_jobs_are_bounded_per_model_and_per_client(store, tmp_path, mon
         release.set()
         app.extensions["anomaly_jobs"].shutdown(wait=True)
         app.extensions["anomaly_db"].dispose()
+
+
+def test_rejected_gallery_serves_small_thumbnails(store, tmp_path):
+    # The archive renders a 256 px JPEG once: a page of full-size overlays weighed 43 MB.
+    from datetime import datetime
+
+    import cv2
+
+    from service.archive import Archive
+
+    archive = Archive(tmp_path / "archive", "all")
+    image = np.tile(make_part(np.random.default_rng(5)), (10, 10, 1))  # 960 x 960
+    amap = np.zeros(image.shape[:2], np.float32)
+    amap[300:340, 300:340] = 1.0
+    rel = archive.write("r1", "tiny", datetime(2026, 12, 3), png_bytes(image), amap)
+    overlay = archive.file(rel, "overlay", vmin=0.0, vmax=1.0, pixel_threshold=0.5, label="NG")
+    thumbnail = archive.file(rel, "thumbnail", vmin=0.0, vmax=1.0, pixel_threshold=0.5, label="NG")
+    small = cv2.imread(str(thumbnail))
+    assert small.shape[:2] == (256, 256) and thumbnail.stat().st_size < overlay.stat().st_size / 4
+    assert archive.file(rel, "thumbnail") == thumbnail  # kept, not rendered again
+    app = _app(store, tmp_path / "app", ARCHIVE="all")
+    client = app.test_client()
+    scored = client.post("/api/v1/models/tiny/score", data=png_bytes(make_part(np.random.default_rng(6))),
+                         content_type="image/png").get_json()
+    with client.get(f"/api/v1/inspections/{scored['inspection_id']}/thumbnail") as r:
+        assert r.status_code == 200 and r.mimetype == "image/jpeg"
+    assert "thumbnail" in client.get(f"/api/v1/inspections/{scored['inspection_id']}").get_json()["files"]
+    app.extensions["anomaly_db"].dispose()
