@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError, UnknownDetectorError
 from anomaly.store import ModelStore, check_model_name
 from service.archive import FILES, Archive
+from service.limits import check_room
 from service.auth import UNSAFE_METHODS, check_same_origin, current_principal, key_from_headers, require
 from service.db import Database
 from service.errors import BadRequestError, ConflictError, ModelNotReadyError, NotFoundError, UnsupportedMediaTypeError
@@ -230,6 +231,7 @@ def move_thresholds(name: str) -> tuple[Response, int]:
     promote_now = parse_bool(body.get("promote"), field="promote")
     store = _store()
     source = _registry().resolve_version(name, version)
+    check_room(name)
     new_version = set_thresholds(store, name, source, change=ThresholdChange(grading=grading, **values),
                                  promote=promote_now, changed_by=current_principal().name, reason=reason)
     calibration = store.manifest(name, new_version).get("calibration") or {}

@@ -60,6 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "TRAINING_THREADS": 1,  # concurrent training jobs per worker
     "MAX_JOBS_PER_MODEL": 1,  # queued + running training jobs of one model (all workers); more: 429
     "MAX_JOBS_PER_CLIENT": 3,  # queued + running training jobs of one client (all workers); more: 429
+    "MAX_VERSIONS_PER_MODEL": 200,  # a training job or threshold move beyond it: 507 (service.limits)
+    "STORE_QUOTA_MB": None,  # megabytes the model store may hold before new versions get 507; None: no quota
+    "SCORING_DEADLINE_SECONDS": 60.0,  # judged later than this after the request came: not recorded, 503
     # Parts judged at once per worker: scoring is CPU-bound and each worker already has its share of the
     # cores, so more only slows each part down. A request that finds every slot taken waits this long,
     # then gets 503 "busy" with Retry-After (a retry is likely to reach an idle worker).

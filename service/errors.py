@@ -111,6 +111,21 @@ class ServiceBusyError(ServiceError):
     retry_after = 1
 
 
+class DeadlineExceededError(ServiceError):
+    """Judging the parts took longer than the request's deadline: nothing was recorded."""
+
+    code = "deadline_exceeded"
+    http_status = 503
+    retry_after = 5
+
+
+class StoreFullError(ServiceError):
+    """The model store holds as many versions (or bytes) as it is allowed to."""
+
+    code = "store_full"
+    http_status = 507
+
+
 class StorageError(ServiceError):
     """The inspection record could not be stored; nothing was kept and no verdict is given."""
 

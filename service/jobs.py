@@ -25,6 +25,7 @@ from anomaly.progress import Listener, listen
 from anomaly.store import ModelStore
 from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
 from service.errors import NotFoundError, TooManyJobsError
+from service.limits import check_room
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class TrainingJobs:
         Raises:
             TooManyJobsError: the model or the client already has as many queued or running
                 jobs as allowed (429; a fuzzing client once queued 345 jobs and 568 versions).
+            StoreFullError: the model or the store has no room for another version (507).
         """
+        check_room(req.name)
         with self.db.session() as s:
             def active(column: Any, value: str) -> int:
                 return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(

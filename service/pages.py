@@ -23,6 +23,7 @@ from service.charts import calibration_svg, yield_svg
 from service.db import FEEDBACK_KINDS, VERDICTS
 from service.errors import BadRequestError, ConflictError
 from service.jobs import TrainingJobs, TrainingRequest
+from service.limits import check_room
 from service.records import RecordFilter, add_feedback, get_inspection, query_inspections, yield_by_day
 from service.scoring import Part, check_part_id, score_parts
 
@@ -263,6 +264,7 @@ def thresholds_form(name: str, version: int) -> BaseResponse:
         except ValueError:
             raise BadRequestError(f"{field} must be a number") from None
     source = current_app.extensions["anomaly_registry"].resolve_version(name, version)
+    check_room(name)
     new_version = set_thresholds(_store(), name, source, change=ThresholdChange(**values),
                                  promote=request.form.get("promote") == "on",
                                  changed_by=current_principal().name, reason=request.form.get("reason") or None)

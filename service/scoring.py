@@ -32,7 +32,8 @@ from anomaly.imageio import decode_image, encode_png
 from service.archive import Archive, map_to_png
 from service.auth import current_principal
 from service.db import Database, IdempotentRequest, InspectionRecord, iso, new_id, utcnow
-from service.errors import BadRequestError, IdempotencyKeyReusedError, ServiceBusyError, StorageError
+from service.errors import (BadRequestError, DeadlineExceededError, IdempotencyKeyReusedError, ServiceBusyError,
+                            StorageError)
 from service.registry import LoadedModel, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,9 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
     Raises:
         ModelNotFoundError, ModelNotReadyError: no such model or version / none in production.
         IdempotencyKeyReusedError: the idempotency key came before with another request (409).
+        ServiceBusyError: no scoring slot came free in time (503, Retry-After).
+        DeadlineExceededError: judging ended past ``SCORING_DEADLINE_SECONDS`` after the
+            request came; nothing is stored (503).
         InvalidImageError, ImageTooLargeError: a part's image (400, 413); nothing is stored.
         StorageError: the records could not be committed (503); nothing is stored.
     """
@@ -234,6 +238,10 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
         decoded = time.perf_counter()
         judgements = _judge(model, images)
         judged = time.perf_counter()
+    deadline = float(app.config["SCORING_DEADLINE_SECONDS"])
+    if judged - start > deadline:  # the client has most likely given up: no verdict on record it never got
+        raise DeadlineExceededError(f"judging took {judged - start:.1f} s, more than the {deadline:g} s deadline; "
+                                    "nothing was recorded")
     decode_ms = (decoded - slot_start) * 1000 / len(parts)
     inference_ms = (judged - decoded) * 1000 / len(parts)
 

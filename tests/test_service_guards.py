@@ -295,3 +295,27 @@ def test_rejected_gallery_serves_small_thumbnails(store, tmp_path):
         assert r.status_code == 200 and r.mimetype == "image/jpeg"
     assert "thumbnail" in client.get(f"/api/v1/inspections/{scored['inspection_id']}").get_json()["files"]
     app.extensions["anomaly_db"].dispose()
+
+
+def test_a_full_store_refuses_new_versions_with_507(store, tmp_path):
+    app = _app(store, tmp_path, MAX_VERSIONS_PER_MODEL=2)
+    client = app.test_client()
+    t_ng = client.get("/api/v1/models/tiny/versions/1").get_json()["calibration"]["t_ng"]
+    assert client.post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 2}).status_code == 201
+    r = client.post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 3})
+    assert r.status_code == 507 and r.get_json()["code"] == "store_full"
+    assert app.extensions["anomaly_store"].versions("tiny") == [1, 2]
+    app.extensions["anomaly_db"].dispose()
+    app = _app(store, tmp_path / "quota", STORE_QUOTA_MB=0.001)
+    r = app.test_client().post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 2})
+    assert r.status_code == 507 and "quota" in r.get_json()["message"]
+    app.extensions["anomaly_db"].dispose()
+
+
+def test_a_part_judged_past_the_deadline_is_not_recorded(store, tmp_path, part_png):
+    app = _app(store, tmp_path, SCORING_DEADLINE_SECONDS=0.0)
+    client = app.test_client()
+    r = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png")
+    assert r.status_code == 503 and r.get_json()["code"] == "deadline_exceeded" and r.headers["Retry-After"]
+    assert client.get("/api/v1/inspections").get_json()["total"] == 0
+    app.extensions["anomaly_db"].dispose()
