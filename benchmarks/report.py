@@ -754,9 +754,18 @@ def _service(results: Path) -> list[_Section]:
     s.add("**What**: `benchmarks/service_load.py`: one client alternating with an in-process scorer (the HTTP + "
           "storage overhead at p50), then several clients for a fixed time (throughput, latency, errors), then "
           "the records stored against the requests answered.", "",
-          "**Provenance**: the JSON records no machine, package versions or date.", "")
+          "")
     rows = []
     for p, d in docs:
+        s.add(*_run_provenance(d))
+        if d.get("load_by_verdict"):
+            s.add(f"- `{p.name}` under load, by verdict: " + "; ".join(
+                f"{v} n={f.get('n')}, p50 {_ms(f.get('p50_ms'))} ms, p99 {_ms(f.get('p99_ms'))} ms"
+                for v, f in d["load_by_verdict"].items()))
+        retries = d.get("idempotent_retries")
+        if retries:
+            s.add(f"- `{p.name}`: {retries.get('sent')} parts sent again with the same Idempotency-Key; "
+                  f"{retries.get('replayed_same_record')} replayed the first answer, {retries.get('other')} did not")
         rows.append([p.name, d.get("model"), f"{d.get('workers')} × {d.get('threads_per_worker')}", d.get("clients"),
                      _ms(d.get("in_process_p50_ms")), _ms(d.get("sequential_http_p50_ms")),
                      _pct((d.get("overhead_pct_p50") or 0) / 100) if d.get("overhead_pct_p50") is not None else DASH,
@@ -766,7 +775,7 @@ def _service(results: Path) -> list[_Section]:
               f"{d.get('workers')} --clients {d.get('clients')} --seconds {_num(d.get('seconds'), 0)} "
               f"--out {_show(p)}`")
     s.add("")
-    s.add(*_table(["file", "model", "workers × threads", "clients", "in-process p50 ms", "HTTP p50 ms",
+    s.add(*_table(["file", "model", "workers × torch threads", "clients", "in-process p50 ms", "HTTP p50 ms",
                    "overhead % at p50", "req/s", "load p50 ms", "load p99 ms", "errors", "records / answered"], rows))
     return [s]
 
@@ -800,6 +809,26 @@ def _hostile(results: Path) -> list[_Section]:
              f"{_num(doc['healthz_under_2_slow_clients'].get('seconds'), 0)} s"]]
     s.add(*_table(["request", "n", "p50 ms", "max ms", "note"],
                   ([name, r.get("n"), _ms(r.get("p50_ms")), _ms(r.get("max_ms")), note] for name, r, note in rows)))
+    return [s]
+
+
+def _inputs(results: Path) -> list[_Section]:
+    doc = _load_json(results / "service_hostile" / "inputs.json")
+    if not isinstance(doc, dict) or "statuses" not in doc:
+        return []
+    s = _Section("Hostile input with the records in PostgreSQL")
+    s.add(f"**What**: {doc.get('uploads')} broken or hostile scoring uploads (a fifth of them good parts) and "
+          f"{doc.get('fields')} URL and field cases against `anomaly serve` (2 workers), records in "
+          f"{doc.get('database')}; answers by status, server errors, connection failures, records against the "
+          "scoring requests answered 2xx, and stored records carrying a control character or an image the model "
+          "does not accept (junk).", "",
+          f"**Command**: `{doc.get('command', 'python benchmarks/service_inputs.py')}`", "", *_run_provenance(doc))
+    rows = [[kind, ", ".join(f"{status}: {n}" for status, n in counts.items())]
+            for kind, counts in doc["statuses"].items()]
+    s.add(*_table(["requests", "answers by status"], rows), "",
+          *_table(["server errors (5xx)", "connection failures", "scoring answered 2xx", "records", "junk records"],
+                  [[doc.get("server_errors"), sum((doc.get("connection_failures") or {}).values()),
+                    doc.get("scoring_2xx"), doc.get("records"), doc.get("junk_records")]]))
     return [s]
 
 
@@ -854,7 +883,7 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
             ("GAN models", bench("gan") + _gan(results_dir)),
             ("Classical models", _classical(results_dir) + bench("classical")),
             ("Options", bench("options") + _options(results_dir)),
-            ("Service", _service(results_dir) + _hostile(results_dir) + _regions(results_dir)),
+            ("Service", _service(results_dir) + _hostile(results_dir) + _inputs(results_dir) + _regions(results_dir)),
         ]
     groups = [(name, sections) for name, sections in groups if sections]
     lines = [

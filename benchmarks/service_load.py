@@ -14,7 +14,11 @@ What it does, in order:
    at p50 is (HTTP p50 - in-process p50) / in-process p50.
 5. Load phase: ``--clients`` clients (keep-alive connections) for ``--seconds`` seconds: throughput,
    p50/p99 latency, errors.
-6. Counts the records in the database and compares them with the requests answered 200.
+   Half the parts are defective (the demo product's test images, good and defective in turn);
+   every ``--retry-every``-th part is sent again with the same ``Idempotency-Key``, which must
+   replay the first answer. Latency is reported per verdict too.
+6. Counts the records in the database and compares them with the requests answered 200
+   (replays are not answers of their own: they add no record).
 
 Every loop is bounded in count and time and talks only to 127.0.0.1. Prints the figures and,
 with ``--out``, writes them as JSON::
@@ -42,7 +46,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
+sys.path.insert(0, str(REPO))
+from anomaly.bench.provenance import run_provenance  # noqa: E402
+from report import save_result  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 
 def free_port() -> int:
@@ -63,8 +69,11 @@ def find_model(args: argparse.Namespace, work: Path) -> tuple[Path, str, list[by
     categories = find_categories(data) if data.is_dir() else []
     images: list[bytes] = []
     if categories:
-        category = MVTecCategory(categories[0])
-        images = [s.path.read_bytes() for s in category.test_samples()]
+        # Half NG parts, as the issue's load asks: good and defective test images taken in turn.
+        samples = MVTecCategory(categories[0]).test_samples()
+        good = [s.path.read_bytes() for s in samples if s.defect_type == "good"]
+        bad = [s.path.read_bytes() for s in samples if s.defect_type != "good"]
+        images = [image for pair in zip(bad, good * (len(bad) // max(1, len(good)) + 1)) for image in pair]
     store = args.store
     name = args.model
     if store is None:
@@ -146,11 +155,12 @@ class Client:
         self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
-    def score(self, name: str, data: bytes, part_id: str) -> tuple[int, dict]:
+    def score(self, name: str, data: bytes, part_id: str, key: str | None = None) -> tuple[int, dict]:
+        headers = {"Content-Type": "image/png", **({"Idempotency-Key": key} if key else {})}
         for attempt in range(2):
             try:
                 self.conn.request("POST", f"/api/v1/models/{name}/score?part_id={part_id}", body=data,
-                                  headers={"Content-Type": "image/png"})
+                                  headers=headers)
                 response = self.conn.getresponse()
                 body = response.read()
                 return response.status, json.loads(body) if body else {}
@@ -205,6 +215,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sequential", type=int, default=60, help="requests of the one-client phase")
+    parser.add_argument("--retry-every", type=int, default=10,
+                        help="send every N-th part of the load twice with one Idempotency-Key (0: never)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--in-process-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,7 +261,9 @@ def main() -> int:
         # -- N clients for T seconds -----------------------------------------------------------
         lock = threading.Lock()
         latencies: list[float] = []
+        by_verdict: dict[str, list[float]] = {}
         load_answered = [0]
+        retries = {"sent": 0, "replayed_same_record": 0, "other": 0}
         stop_at = time.monotonic() + args.seconds
 
         def worker(k: int) -> None:
@@ -258,19 +272,30 @@ def main() -> int:
             try:
                 while time.monotonic() < stop_at:
                     data = images[(k * 7 + i) % len(images)]
+                    # Every --retry-every-th part is sent twice with one Idempotency-Key, as a PLC that
+                    # lost the first answer would: the second must replay the first, not add a record.
+                    key = f"load-{k}-{i}" if args.retry_every and i % args.retry_every == 0 else None
                     start = time.perf_counter()
                     try:
-                        status, body = c.score(name, data, f"load-{k}-{i}")
+                        status, body = c.score(name, data, f"load-{k}-{i}", key)
+                        elapsed = (time.perf_counter() - start) * 1000
+                        if key is not None and status == 200:
+                            again_status, again = c.score(name, data, f"load-{k}-{i}", key)
+                            same = again_status == 200 and again.get("replayed") and \
+                                again.get("inspection_id") == body.get("inspection_id")
+                            with lock:
+                                retries["sent"] += 1
+                                retries["replayed_same_record" if same else "other"] += 1
                     except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
                         with lock:
                             errors.append(f"{type(exc).__name__}: {exc}")
                         continue
                     finally:
                         i += 1
-                    elapsed = (time.perf_counter() - start) * 1000
                     with lock:
                         if status == 200:
                             latencies.append(elapsed)
+                            by_verdict.setdefault(body.get("verdict", "?"), []).append(elapsed)
                             load_answered[0] += 1
                         else:
                             errors.append(f"{status} {body.get('code')}")
@@ -313,6 +338,9 @@ def main() -> int:
                                                          50), 2),
         "load_requests": load_answered[0], "throughput_rps": round(load_answered[0] / wall, 2),
         "load_p50_ms": round(percentile(latencies, 50), 1), "load_p99_ms": round(percentile(latencies, 99), 1),
+        "load_by_verdict": {v: {"n": len(ms), "p50_ms": round(percentile(ms, 50), 1),
+                                "p99_ms": round(percentile(ms, 99), 1)} for v, ms in sorted(by_verdict.items())},
+        "idempotent_retries": retries,
         "errors": len(errors), "error_samples": errors[:5],
         "requests_answered": answered, "records_stored": stored,
     }
@@ -325,13 +353,16 @@ sequential (1 client, {args.sequential} requests): HTTP p50 {seq_p50:.1f} ms vs 
 load ({args.clients} clients x {wall:.0f} s, {args.workers} workers): {load_answered[0]} requests,
   throughput {figures['throughput_rps']:.2f} req/s, p50 {figures['load_p50_ms']:.0f} ms, \
 p99 {figures['load_p99_ms']:.0f} ms
+  by verdict: {', '.join(f"{v} n={f['n']} p50 {f['p50_ms']:.0f} p99 {f['p99_ms']:.0f} ms" for v, f in figures['load_by_verdict'].items())}
+retries with the same Idempotency-Key: {retries['sent']} sent, {retries['replayed_same_record']} replayed the first answer
 errors: {len(errors)}{' ' + str(errors[:3]) if errors else ''}
 records stored {stored} / requests answered {answered}: {'OK' if stored == answered else 'MISMATCH'}""")
     if args.out:
-        args.out.write_text(json.dumps(figures, indent=2))
-        write_report()
+        figures["provenance"] = run_provenance()
+        figures["command"] = ("python benchmarks/service_load.py " + " ".join(sys.argv[1:])).strip()
+        save_result(figures, args.out)
     shutil.rmtree(work, ignore_errors=True)
-    ok = not errors and stored == answered
+    ok = not errors and stored == answered and retries["other"] == 0
     return 0 if ok else 1
 
 

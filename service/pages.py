@@ -24,7 +24,8 @@ from service.db import FEEDBACK_KINDS, VERDICTS
 from service.errors import BadRequestError, ConflictError
 from service.jobs import TrainingJobs, TrainingRequest
 from service.limits import check_room
-from service.records import RecordFilter, add_feedback, get_inspection, query_inspections, yield_by_day
+from service.records import (MAX_OFFSET, RecordFilter, add_feedback, get_inspection, query_inspections,
+                             yield_by_day)
 from service.scoring import Part, check_part_id, score_parts
 
 bp = Blueprint("pages", __name__)
@@ -280,7 +281,9 @@ def records_page() -> str:
     db = current_app.extensions["anomaly_db"]
     flt = RecordFilter.from_args(request.args)
     page_arg = request.args.get("page", "0")
-    page = int(page_arg) if page_arg.isdigit() else 0
+    # A page past the last offset the records API accepts shows the first one (PostgreSQL refused
+    # a 30-digit offset with a 500).
+    page = int(page_arg) if page_arg.isdigit() and int(page_arg) * 50 <= MAX_OFFSET else 0
     rows, total = query_inspections(db, flt, limit=50, offset=page * 50)
     days = yield_by_day(db, model=flt.model, since=flt.since, until=flt.until)
     return render_template("records.html", rows=rows, total=total, page=page, args=request.args,

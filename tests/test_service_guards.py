@@ -319,3 +319,12 @@ def test_a_part_judged_past_the_deadline_is_not_recorded(store, tmp_path, part_p
     assert r.status_code == 503 and r.get_json()["code"] == "deadline_exceeded" and r.headers["Retry-After"]
     assert client.get("/api/v1/inspections").get_json()["total"] == 0
     app.extensions["anomaly_db"].dispose()
+
+
+@pytest.mark.postgres
+def test_records_page_with_a_30_digit_page_number_on_postgresql(store, tmp_path, postgres_settings):
+    # Found by benchmarks/service_inputs.py: the offset overflowed PostgreSQL's BIGINT (500).
+    app = _app(store, tmp_path, **postgres_settings)
+    r = app.test_client().get("/records?model=999999999999999999999999999999&page=" + "9" * 30)
+    assert r.status_code == 200
+    app.extensions["anomaly_db"].dispose()
