@@ -72,8 +72,6 @@ def evaluate(
     pixel_size_mm: float | None = None,
     grading: dict[str, Any] | None = None,
     detection: bool = True,
-    holdout_fraction: float | None = None,
-    extra: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a detector on one MVTec-layout category.
 
@@ -90,9 +88,6 @@ def evaluate(
         pixel_size_mm: Pixel side in mm, for region measures.
         grading: Region grading rules (see :mod:`anomaly.grading`).
         detection: Run the synthetic-defect detection estimate at calibration.
-        holdout_fraction: Ignored (cross-fitting replaced the hold-out).
-        extra: Optional hook ``extra(report, state)`` adding figures (the state holds
-            ``scores``, ``labels``, ``types``, ``model``).
 
     Returns:
         The JSON-able report: sizes, parameters, image and pixel metrics, timings, the
@@ -109,8 +104,7 @@ def evaluate(
     start = time.perf_counter()
     model = train(detector_name, train_paths, params=params, target_frr=target_frr, review_rate=review_rate,
                   pixel_rate=pixel_rate, n_folds=n_folds, seed=seed, source=str(category.root),
-                  pixel_size_mm=pixel_size_mm, grading=grading, detection=detection,
-                  holdout_fraction=holdout_fraction)
+                  pixel_size_mm=pixel_size_mm, grading=grading, detection=detection)
     train_seconds = time.perf_counter() - start
     fit_rss = peak_rss_mb()
     detector = model.detector
@@ -185,7 +179,6 @@ def evaluate(
         "backbone": detector.backbone_info(),
         "n_train": len(train_paths),
         "n_fit": model.training.extra["n_fit"],
-        "n_holdout": model.training.extra["n_holdout"],
         "n_folds": model.training.extra["n_folds"],
         "limit_train": limit_train,
         "n_test": len(samples),
@@ -218,9 +211,6 @@ def evaluate(
     }
     report["regions"] = region_report(region_rows, scored_types, masks_available) if region_rows else None
     report.update(_pixel_report(stored_maps, masks_available, total_pixels))
-    if extra is not None:
-        extra(report, {"scores": np.asarray(scores), "labels": np.asarray(labels), "types": types, "model": model,
-                       "maps": stored_maps})
     return report
 
 

@@ -42,7 +42,6 @@ class TrainedModel:
         calibration: See :mod:`anomaly.calibration`.
         training: Fingerprint of the images.
         fit_seconds: Cross-fitting, the final fit included.
-        holdout: Always empty (kept for callers of the hold-out era).
         calibration_seconds: Thresholds from the cross-fitted scores.
         detection_seconds: The synthetic-defect detection estimate.
         folds: ``(n,)`` fold of each image.
@@ -52,7 +51,6 @@ class TrainedModel:
     calibration: dict[str, Any]
     training: TrainingData
     fit_seconds: float
-    holdout: list[int] = field(default_factory=list)
     calibration_seconds: float = 0.0
     detection_seconds: float = 0.0
     folds: list[int] = field(default_factory=list)
@@ -72,7 +70,6 @@ def train(
     pixel_size_mm: float | None = None,
     grading: dict[str, Any] | None = None,
     detection: bool = True,
-    holdout_fraction: float | None = None,
 ) -> TrainedModel:
     """Fit a detector on all good images and calibrate it on cross-fitted scores.
 
@@ -90,8 +87,6 @@ def train(
         pixel_size_mm: Side of one pixel in mm, for region measures (saved).
         grading: Region grading rules (see :mod:`anomaly.grading`), saved in the calibration.
         detection: Run the synthetic-defect detection estimate.
-        holdout_fraction: Ignored: cross-fitting replaced the hold-out. Accepted so that
-            callers of the earlier signature keep working.
 
     Raises:
         DatasetError: fewer than 2 images.
@@ -101,9 +96,6 @@ def train(
     images = list(images)
     if len(images) < 2:
         raise DatasetError(f"training needs at least 2 good images (scores come from cross-fitting), got {len(images)}")
-    if holdout_fraction:
-        log.warning("holdout_fraction=%s ignored: thresholds come from %d-fold cross-fitting and the model is "
-                    "fitted on all images", holdout_fraction, n_folds)
     if pixel_size_mm is not None and not pixel_size_mm > 0:
         raise InvalidParameterError(f"pixel size must be > 0 mm, got {pixel_size_mm}")
     rules = check_rules(grading)
@@ -159,15 +151,8 @@ def train(
         fingerprint=fingerprint_images(images),
         n_images=len(images),
         source=source,
-        extra={"n_fit": len(images), "n_holdout": 0, "n_folds": int(folds.max()) + 1, "split_seed": seed,
+        extra={"n_fit": len(images), "n_folds": int(folds.max()) + 1, "split_seed": seed,
                "accepted_input": AcceptedInput.of(as_image(image) for image in images).to_dict()},
     )
-    return TrainedModel(detector, calibration, training, fit_seconds, [], calibration_seconds, detection_seconds,
+    return TrainedModel(detector, calibration, training, fit_seconds, calibration_seconds, detection_seconds,
                         [int(f) for f in folds])
-
-
-def describe_source(images: Sequence[ImageLike]) -> str:
-    """A short description of where training images came from."""
-    paths = [Path(p) for p in images if isinstance(p, (str, Path))]
-    parents = sorted({str(p.parent) for p in paths})
-    return parents[0] if len(parents) == 1 else (f"{len(parents)} folders" if parents else "in-memory images")

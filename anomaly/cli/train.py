@@ -37,7 +37,6 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help='region grading rules, e.g. \'{"ng_if_any": {"length_mm": 2}}\' (see anomaly.grading)')
     p.add_argument("--no-detection-estimate", action="store_true",
                    help="skip scoring synthetic defects at the thresholds")
-    p.add_argument("--holdout", type=float, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                   review_rate=args.review_rate, pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed,
                   source=str(args.images),
                   pixel_size_mm=args.pixel_size_mm, grading=args.grading,
-                  detection=not args.no_detection_estimate, holdout_fraction=args.holdout)
+                  detection=not args.no_detection_estimate)
     store = open_store(args)
     version = store.add(
         args.name,
