@@ -25,6 +25,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MARK = "production.json"
 
 
+def folder_bytes(root: str | os.PathLike) -> int:
+    """Bytes of the regular files below ``root`` (symbolic links not followed; unreadable files skipped)."""
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
 def default_store_root() -> Path:
     """``ANOMALY_STORE`` or ``./models``."""
     return Path(os.environ.get("ANOMALY_STORE", "models"))

@@ -37,16 +37,11 @@ sys.path.insert(0, str(REPO))
 
 from anomaly.bench.provenance import run_provenance  # noqa: E402
 from anomaly.imageio import encode_png, read_image  # noqa: E402
+from service_load import free_port  # noqa: E402
 from report import save_result  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 ANOMALY = [sys.executable, "-m", "anomaly.cli.main"]
 DEMO = REPO / "data" / "bracket"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scaled(path: Path, side: int) -> bytes:
@@ -109,7 +104,7 @@ def main() -> int:
                         "--no-detection-estimate"], check=True, stdout=subprocess.DEVNULL)
         ng = _scaled(DEMO / "test" / "scratch" / "000.png", args.side)
         good = _scaled(DEMO / "test" / "good" / "000.png", args.side)
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([*ANOMALY, "serve", "--store", str(store), "--port", str(port),
                                    "--instance", str(Path(tmp) / "instance")],

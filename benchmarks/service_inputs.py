@@ -41,8 +41,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from anomaly.accepted_input import SIDE_FACTOR, AcceptedInput  # noqa: E402
 from anomaly.bench.provenance import run_provenance  # noqa: E402
 from anomaly.imageio import encode_png  # noqa: E402
+from anomaly.store import ModelStore  # noqa: E402
+from service_load import free_port  # noqa: E402
 from report import save_result  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 from service.testing import build_store, make_part  # noqa: E402
 
@@ -148,9 +151,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="anomaly-inputs-") as tmp:
         store = Path(tmp) / "store"
         build_store(store, "tiny", [make_part(rng) for _ in range(8)])
-        with __import__("socket").socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        accepted = AcceptedInput.from_dict(ModelStore(store).manifest("tiny", 1)["training_data"]["accepted_input"])
+        port = free_port()
         server = subprocess.Popen([*ANOMALY, "serve", "--store", str(store), "--port", str(port), "--db-url", args.db_url,
                                    "--db-schema", schema, "--instance", str(Path(tmp) / "instance")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,8 +200,11 @@ def main() -> int:
             rows = conn.execute(sa.text(f'SELECT part_id, image_width, image_height FROM "{schema}".inspections')).all()
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    junk = [r for r in rows if (r.part_id and CONTROL.search(r.part_id)) or not (48 <= r.image_width <= 192)
-            or not (48 <= r.image_height <= 192)]
+    def accepted_side(side: int, trained: tuple[int, int]) -> bool:
+        return trained[0] / SIDE_FACTOR <= side <= trained[1] * SIDE_FACTOR
+
+    junk = [r for r in rows if (r.part_id and CONTROL.search(r.part_id))
+            or not accepted_side(r.image_width, accepted.width) or not accepted_side(r.image_height, accepted.height)]
     server_errors = sum(c for counter in statuses.values() for s, c in counter.items() if s.startswith("5"))
     doc.update({
         "uploads": args.uploads, "fields": args.fields,

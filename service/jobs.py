@@ -104,17 +104,12 @@ class TrainingJobs:
             StoreFullError: the model or the store has no room for another version (507).
         """
         check_room(req.name)
-        with self.db.session() as s:
-            def active(column: Any, value: str) -> int:
-                return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
-                    column == value, TrainingJobRecord.status.in_(ACTIVE))) or 0)
-
-            if active(TrainingJobRecord.model_name, req.name) >= self.max_active_per_model:
-                raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training job(s) "
-                                       "queued or running; wait for it to finish")
-            if active(TrainingJobRecord.client, req.client) >= self.max_active_per_client:
-                raise TooManyJobsError(f"{req.client!r} already has {self.max_active_per_client} training jobs queued "
-                                       "or running; wait for one to finish")
+        if self._active(TrainingJobRecord.model_name, req.name) >= self.max_active_per_model:
+            raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training job(s) "
+                                   "queued or running; wait for it to finish")
+        if self._active(TrainingJobRecord.client, req.client) >= self.max_active_per_client:
+            raise TooManyJobsError(f"{req.client!r} already has {self.max_active_per_client} training jobs queued "
+                                   "or running; wait for one to finish")
         job = TrainingJobRecord(
             id=new_id(), model_name=req.name, detector=req.detector, params=req.params, n_images=len(req.images),
             promote=req.promote, status="queued", stage="queued", progress=0.0, created_at=utcnow(),
@@ -151,9 +146,13 @@ class TrainingJobs:
 
     def active_for(self, name: str) -> bool:
         """Whether a job for ``name`` is queued or running."""
+        return self._active(TrainingJobRecord.model_name, name) > 0
+
+    def _active(self, column: Any, value: str) -> int:
+        """Queued and running jobs (in any worker) whose ``column`` is ``value``."""
         with self.db.session() as s:
-            return s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
-                TrainingJobRecord.model_name == name, TrainingJobRecord.status.in_(ACTIVE))) > 0
+            return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
+                column == value, TrainingJobRecord.status.in_(ACTIVE))) or 0)
 
     def shutdown(self, wait: bool = False) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)

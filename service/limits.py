@@ -7,25 +7,10 @@ A client looping over the training endpoint once wrote 568 versions (759 MB); ev
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from flask import current_app
 
-from anomaly.store import ModelStore
+from anomaly.store import ModelStore, folder_bytes
 from service.errors import StoreFullError
-
-
-def folder_bytes(root: Path) -> int:
-    """Bytes of the regular files below ``root`` (symbolic links not followed)."""
-    total = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def check_store_room(store: ModelStore, name: str, *, max_versions: int, quota_mb: float | None) -> None:

@@ -52,7 +52,7 @@ def readyz() -> tuple[Response, int]:
     if asked is not None:
         ready = database == "ok" and any(m["name"] == asked for m in models["models"])
     else:
-        ready = database == "ok" and (bool(models["models"]) or not models["errors"])
+        ready = database == "ok" and models["ready"]
     body: dict = {"ready": ready}
     if _may_see_details():
         body.update(database=database, models=models["models"], errors=models["errors"])

@@ -166,7 +166,11 @@ class ModelRegistry:
         return errors
 
     def readiness(self) -> dict[str, Any]:
-        """Whether every production model is loaded here (loading the missing ones now)."""
+        """Which production models load here (loading the missing ones now), and whether the worker can serve.
+
+        Ready when at least one production model loads, or none exists yet: one model that fails
+        to load is listed in ``errors`` without taking the others out of service.
+        """
         models, errors = [], {}
         for name in self.store.names():
             production = self.store.production(name)
@@ -178,7 +182,7 @@ class ModelRegistry:
                                "load_seconds": round(loaded.load_seconds, 3)})
             except AnomalyError as exc:
                 errors[name] = f"{exc.code}: {exc}"
-        return {"ready": not errors, "models": models, "errors": errors}
+        return {"ready": bool(models) or not errors, "models": models, "errors": errors}
 
     def loaded(self) -> list[tuple[str, int]]:
         """(name, version) of every bundle loaded in this worker."""

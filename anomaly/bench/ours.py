@@ -17,10 +17,7 @@ from typing import Any
 import numpy as np
 
 from anomaly.bench.provenance import package_versions
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+from anomaly.store import folder_bytes
 
 
 def _short(meta: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +64,7 @@ class OursSystem:
         if target.exists():
             shutil.rmtree(target)
         save_bundle(detector, target)
-        size = _folder_bytes(target)
+        size = folder_bytes(target)
         shutil.rmtree(target, ignore_errors=True)
         return {
             "fit_seconds": round(fit_seconds, 3),
