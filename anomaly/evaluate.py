@@ -22,7 +22,8 @@ A test part that the detector cannot align to its template
 ``ALIGNMENT_FAILED``: it is rejected, so it ranks above every scored image in the image
 figures and counts as rejected at the thresholds; it has no map, so the pixel and region
 figures are over the images scored. ``n_refused`` and ``refused`` (image, defect type,
-error) list them.
+error) list them. ``image_scores`` holds every test image's raw score (``None`` where
+refused), so that two runs can be compared image by image.
 """
 
 from __future__ import annotations
@@ -168,6 +169,8 @@ def evaluate(
             region_rows.append(_region_row(amap, pixel, min_area, len(found), mask))
         stored_maps.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
     score_rss = peak_rss_mb()
+    image_scores = [{"image": str(sample.path.relative_to(category.root)), "score": score}
+                    for sample, score in zip(samples, scores)]
     # Refused parts rank above every scored image and every threshold (rejected).
     scores = rank_refused_above(scores, float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"])))
 
@@ -211,6 +214,7 @@ def evaluate(
     }
     report["regions"] = region_report(region_rows, scored_types, masks_available) if region_rows else None
     report.update(_pixel_report(stored_maps, masks_available, total_pixels))
+    report["image_scores"] = image_scores
     return report
 
 
