@@ -2,8 +2,12 @@
 
 Modules:
 
-* :mod:`alignment.registration`: transforms of an image to a template (phase correlation,
-  Fourier-Mellin, ORB features + RANSAC, ECC on a pyramid), warping both ways;
+* :mod:`alignment.registration`: an image registered to a template with one
+  :class:`~alignment.registration.RegistrationOptions`, from the jobs in
+  :mod:`alignment.coarse` (phase correlation, Fourier-Mellin, ORB features + RANSAC),
+  :mod:`alignment.ecc` (ECC on a pyramid, :mod:`alignment.pyramid`), :mod:`alignment.warp`
+  (warping both ways) and :mod:`alignment.local` (local shifts); the ``(3, 3)`` transform
+  convention is in :mod:`alignment.transforms`;
 * :mod:`alignment.template`: the golden template built from good images, and the
   alignment-quality threshold;
 * :mod:`alignment.difference`: the variation model, detector ``difference``;

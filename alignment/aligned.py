@@ -23,17 +23,12 @@ import numpy as np
 
 from alignment.exposure import ExposureLimits, check_exposure
 from alignment.masks import check_rect, region_mask
-from alignment.registration import (
-    COARSE_METHODS,
-    MOTIONS,
-    RegistrationOptions,
-    as_gray,
-    to_unit_float,
-    warp_native,
-    warp_to_image,
-)
+from alignment.coarse import COARSE_METHODS
+from alignment.registration import RegistrationOptions, estimate_transform
+from alignment.transforms import MOTIONS
+from alignment.warp import as_gray, to_unit_float, warp_native, warp_to_image
 from alignment.template import build_template, quality_threshold
-from anomaly.bundle import load_arrays, save_arrays
+from anomaly.arrays import load_arrays, save_arrays
 from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters, load_images
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 from anomaly.imageio import ImageLike
@@ -275,7 +270,7 @@ class AlignedDetector(Detector):
         if self._options is None:
             warped, matrix = to_unit_float(source), _IDENTITY
         else:
-            found = self._options.estimate(source, self._pyramid)
+            found = estimate_transform(source, self._pyramid, options=self._options)
             self._check_registration(found.quality, found.overlap)
             matrix = found.matrix
             native, inside = warp_native(source, matrix, self.frame_shape_)

@@ -23,16 +23,11 @@ import cv2
 import numpy as np
 
 from alignment.exposure import ExposureLimits, check_exposure, exposure_stats
-from alignment.registration import (
-    COARSE_METHODS,
-    MOTIONS,
-    as_gray,
-    estimate_transform,
-    refine_local,
-    to_unit_float,
-    warp_to_image,
-    warp_to_template,
-)
+from alignment.coarse import COARSE_METHODS
+from alignment.local import refine_local
+from alignment.registration import RegistrationOptions, estimate_transform
+from alignment.transforms import MOTIONS
+from alignment.warp import as_gray, to_unit_float, warp_to_image, warp_to_template
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 from anomaly.imageio import ImageLike, as_image
 
@@ -131,7 +126,7 @@ def compare_to_reference(
         min_area: Smallest region, in pixels, that is reported.
         local_grid: After the global registration, refine by local shifts estimated
             on a ``local_grid x local_grid`` grid of tiles (see
-            :func:`alignment.registration.refine_local`); 0 = global transform only.
+            :func:`alignment.local.refine_local`); 0 = global transform only.
         max_local_shift: Largest local shift trusted, in pixels.
         min_quality: Least ECC correlation accepted; below it the part is "not found".
         min_overlap: Least fraction of the reference that must lie inside the image.
@@ -164,7 +159,8 @@ def compare_to_reference(
         # needs no alignment: anything the image shows there is a deviation wherever it is.
         warped, matrix, quality = to_unit_float(gray), np.eye(3), float("nan")
     else:
-        reg = estimate_transform(gray, reference_f, motion=motion, coarse=coarse, levels=levels, max_side=max_side)
+        options = RegistrationOptions(motion=motion, coarse=coarse, levels=levels, max_side=max_side)
+        reg = estimate_transform(gray, reference_f, options=options)
         if not reg.quality >= min_quality:
             raise AlignmentError(
                 f"part not found / could not align: correlation with the reference is {reg.quality:.3f}, "

@@ -16,7 +16,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from alignment.registration import RegistrationOptions, TemplatePyramid, to_unit_float, warp_to_template
+from alignment.pyramid import TemplatePyramid
+from alignment.registration import Registration, RegistrationOptions, register
+from alignment.warp import to_unit_float, warp_to_template
 from anomaly.errors import AlignmentError, InvalidParameterError
 
 # ECC quality of an exact copy is 1; real goods lose a little to noise and blur. The
@@ -179,8 +181,8 @@ def _name(names: Sequence[str] | None, index: int) -> str:
     return names[index] if names is not None else f"good image {index}"
 
 
-def _register_good(options: RegistrationOptions, gray: np.ndarray, pyramid: TemplatePyramid, name: str):
+def _register_good(options: RegistrationOptions, gray: np.ndarray, pyramid: TemplatePyramid, name: str) -> Registration:
     try:
-        return options.register(gray, pyramid)
+        return register(gray, pyramid, options=options)
     except AlignmentError as exc:
         raise AlignmentError(f"{name} could not be aligned to the template: {exc}") from None

@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alignment.reference import compare_to_reference  # noqa: E402
-from alignment.registration import corner_rms_error, register  # noqa: E402
+from alignment.registration import RegistrationOptions, register  # noqa: E402
+from alignment.transforms import corner_rms_error  # noqa: E402
 from anomaly.datasets import MVTecCategory  # noqa: E402
 from anomaly.demo.assembly import render_good  # noqa: E402
 from anomaly.detectors.registry import create_detector  # noqa: E402
@@ -209,7 +210,7 @@ def bench_registration(rows, datasets: Path, limit: int | None) -> dict[str, Any
                 template, image, expected = scene, moved, truth
             start = time.perf_counter()
             try:
-                result = register(image, template, motion=motion)
+                result = register(image, template, options=RegistrationOptions(motion=motion))
             except AnomalyError:
                 failures += 1  # raised, never silent: counted apart, not in the RMS
                 continue

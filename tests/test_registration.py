@@ -9,19 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from alignment.registration import (
-    Registration,
-    corner_rms_error,
-    log_polar_correlation,
-    match_features,
-    phase_correlation,
-    prepare_template,
-    refine_local,
-    register,
-    template_overlap,
-    warp_to_image,
-    warp_to_template,
-)
+from alignment.coarse import log_polar_correlation, match_features, phase_correlation
+from alignment.local import refine_local
+from alignment.registration import Alignment, Registration, RegistrationOptions, estimate_transform, register
+from alignment.transforms import corner_rms_error, template_overlap
+from alignment.warp import warp_to_image, warp_to_template
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -66,16 +58,28 @@ TRUTHS = {
 def test_known_transform_is_recovered(motion):
     template = scene()
     truth = TRUTHS[motion]
-    result = register(move(template, truth), template, motion=motion)
+    result = register(move(template, truth), template, options=RegistrationOptions(motion=motion))
     assert isinstance(result, Registration)
     assert result.matrix.shape == (3, 3)
     assert corner_rms_error(result.matrix, truth, template.shape) < 0.3
     assert result.quality > 0.98
 
 
+def test_estimate_transform_is_register_without_the_warp():
+    template = scene()
+    image = move(template, TRUTHS["rigid"])
+    options = RegistrationOptions(motion="rigid")
+    found = estimate_transform(image, template, options=options)
+    registered = register(image, template, options=options)
+    assert type(found) is Alignment and isinstance(registered, Alignment)
+    np.testing.assert_array_equal(found.matrix, registered.matrix)
+    assert (found.quality, found.overlap, found.motion) == (registered.quality, registered.overlap, registered.motion)
+    np.testing.assert_array_equal(registered.warped, warp_to_template(image, found.matrix, template.shape))
+
+
 def test_zero_motion_gives_identity():
     template = scene()
-    result = register(template, template, motion="affine")
+    result = register(template, template, options=RegistrationOptions(motion="affine"))
     assert corner_rms_error(result.matrix, np.eye(3), template.shape) < 0.02
     assert result.quality > 0.999
     assert result.overlap == pytest.approx(1.0)
@@ -84,7 +88,7 @@ def test_zero_motion_gives_identity():
 def test_warped_image_matches_template_inside_and_is_nan_outside():
     template = scene()
     truth = similarity(256, 0.0, 1.0, (12.0, 0.0))
-    result = register(move(template, truth), template, motion="translation")
+    result = register(move(template, truth), template, options=RegistrationOptions(motion="translation"))
     assert result.warped.dtype == np.float32 and result.warped.shape == template.shape
     # Template columns beyond 256 - 12 map outside the image.
     assert np.isnan(result.warped[:, -5:]).all()
@@ -100,7 +104,7 @@ def test_dtypes_agree(dtype):
     truth = TRUTHS["rigid"]
     image = move(template, truth)
     converted = {np.uint8: image, np.uint16: image.astype(np.uint16) * 257, np.float32: image / np.float32(255)}[dtype]
-    result = register(converted, template, motion="rigid")
+    result = register(converted, template, options=RegistrationOptions(motion="rigid"))
     assert corner_rms_error(result.matrix, truth, template.shape) < 0.3
 
 
@@ -108,7 +112,7 @@ def test_colour_image_is_registered_on_its_luminance_and_warped_in_colour():
     template = scene()
     truth = TRUTHS["translation"]
     rgb = np.stack([move(template, truth)] * 3, axis=2)
-    result = register(rgb, template, motion="translation")
+    result = register(rgb, template, options=RegistrationOptions(motion="translation"))
     assert result.warped.shape == template.shape + (3,)
     assert corner_rms_error(result.matrix, truth, template.shape) < 0.3
 
@@ -129,7 +133,8 @@ def test_log_polar_finds_a_large_rotation_and_scale():
     assert abs(abs(angle) - 25.0) < 1.5
     assert math.hypot(matrix[0, 0], matrix[1, 0]) == pytest.approx(1.1, abs=0.03)
     # Then ECC finishes the job from there.
-    result = register(move(template, truth), template, motion="similarity", coarse="log_polar")
+    options = RegistrationOptions(motion="similarity", coarse="log_polar")
+    result = register(move(template, truth), template, options=options)
     assert corner_rms_error(result.matrix, truth, template.shape) < 0.5
 
 
@@ -145,7 +150,7 @@ def test_feature_matching_handles_a_large_motion(method):
     matrix, inliers = match_features(template, image, motion="similarity", method=method)
     assert inliers >= 8
     assert corner_rms_error(matrix, truth, template.shape) < 3.0
-    result = register(image, template, motion="rigid", coarse=method)
+    result = register(image, template, options=RegistrationOptions(motion="rigid", coarse=method))
     assert corner_rms_error(result.matrix, truth, template.shape) < 0.5
 
 
@@ -160,10 +165,10 @@ def test_feature_matching_is_seeded():
 def test_template_pyramid_is_reusable_and_left_unchanged():
     # OpenCV 5.0's phaseCorrelate windows its inputs in place; a cached pyramid must survive.
     template = scene()
-    pyramid = prepare_template(template)
+    pyramid = RegistrationOptions().prepare(template)
     before = [level.copy() for level in pyramid.levels]
     image = move(template, TRUTHS["rigid"])
-    results = [register(image, pyramid, motion="rigid").matrix for _ in range(4)]
+    results = [register(image, pyramid, options=RegistrationOptions(motion="rigid")).matrix for _ in range(4)]
     for level, copy in zip(pyramid.levels, before):
         np.testing.assert_array_equal(level, copy)
     for matrix in results[1:]:
@@ -203,9 +208,13 @@ def test_local_refinement_follows_a_smooth_distortion():
 def test_bad_options_and_images_raise_typed_errors():
     template = scene()
     with pytest.raises(InvalidParameterError, match="motion"):
-        register(template, template, motion="perspective")
+        RegistrationOptions(motion="perspective")
     with pytest.raises(InvalidParameterError, match="coarse"):
-        register(template, template, coarse="sift")
+        RegistrationOptions(coarse="sift")
+    with pytest.raises(InvalidParameterError, match="gauss_size"):
+        RegistrationOptions(gauss_size=4)
+    with pytest.raises(InvalidParameterError, match="levels"):
+        register(template, template, options=RegistrationOptions(levels=0))
     with pytest.raises(InvalidImageError, match="shape"):
         register(np.zeros((10, 10, 2), np.uint8), template)
 
@@ -213,7 +222,7 @@ def test_bad_options_and_images_raise_typed_errors():
 def test_featureless_image_is_an_alignment_error_not_a_result():
     template = scene()
     with pytest.raises(AlignmentError):
-        register(np.full((256, 256), 128, np.uint8), template, motion="affine")
+        register(np.full((256, 256), 128, np.uint8), template, options=RegistrationOptions(motion="affine"))
     with pytest.raises(AlignmentError, match="part not found"):
         match_features(template, np.full((256, 256), 128, np.uint8))
 
@@ -224,7 +233,7 @@ def test_stripes_alone_cannot_be_aligned_and_say_so():
     stripes[:, ::16] = 255
     stripes = cv2.GaussianBlur(stripes, (0, 0), 2)
     with pytest.raises(AlignmentError, match="one direction"):
-        register(np.roll(stripes, 3, axis=1), stripes, motion="translation")
+        register(np.roll(stripes, 3, axis=1), stripes, options=RegistrationOptions(motion="translation"))
 
 
 @pytest.mark.skipif(not DEEPPCB.is_dir(), reason="needs ../shared/datasets/deeppcb")
@@ -235,6 +244,6 @@ def test_deeppcb_goods_warped_by_known_transforms_are_recovered():
     for path in paths:
         template = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         truth = similarity(template.shape[0], rng.uniform(-3, 3), 1.0, tuple(rng.uniform(-20, 20, 2)))
-        result = register(move(template, truth), template, motion="rigid")
+        result = register(move(template, truth), template, options=RegistrationOptions(motion="rigid"))
         errors.append(corner_rms_error(result.matrix, truth, template.shape))
     assert float(np.sqrt(np.mean(np.square(errors)))) <= 0.5, errors
