@@ -410,7 +410,7 @@ def _versions(versions: dict | None) -> str:
 
 
 def _bench_section(path: Path, doc: dict, results: Path, out: Path) -> _Section:
-    proto, peer, summary = doc.get("protocol") or {}, doc.get("peer") or {}, doc.get("summary") or {}
+    proto, peer = doc.get("protocol") or {}, doc.get("peer") or {}
     has_peer = bool(peer.get("available"))
     peer_name = peer.get("name") or "peer"
     folder = path.parent
@@ -477,12 +477,11 @@ def _bench_section(path: Path, doc: dict, results: Path, out: Path) -> _Section:
         o, p = e.get("ours") or {}, e.get("peer") or {}
         head = [e.get("category"), e.get("model"), e.get("setting"), f"{e.get('n_fit')} / {e.get('n_test')}"]
         if has_peer:
-            diff = e.get("image_auroc_difference") or {}
-            delta = _get(e, "ratios", "image_auroc_delta")
+            delta, low, high = _image_auroc_difference(e)
             acc_rows.append(head + [
                 _pm(o.get("image_auroc"), o.get("image_auroc_std")),
                 _pm(p.get("image_auroc"), p.get("image_auroc_std")) if p else DASH,
-                f"{_signed(delta)} " + (f"[{_signed(diff.get('low'))}, {_signed(diff.get('high'))}]" if diff else "")
+                f"{_signed(delta)} " + (f"[{_signed(low)}, {_signed(high)}]" if low is not None else "")
                 if isinstance(delta, (int, float)) else DASH,
                 _pm(o.get("pixel_auroc"), o.get("pixel_auroc_std")),
                 _pm(p.get("pixel_auroc"), p.get("pixel_auroc_std")),
@@ -496,6 +495,7 @@ def _bench_section(path: Path, doc: dict, results: Path, out: Path) -> _Section:
     s.add("Accuracy" + (f" (difference: ours − {peer_name}, mean over the seeds, with its 95 % paired, "
                         "class-stratified bootstrap interval over the test images)" if has_peer else "") + ":", "")
     s.add(*_table(acc_header, acc_rows))
+    s.add(*_bench_differences(entries, peer_name))
 
     def cost(o: dict, p: dict | None, ratio: Any, fmt: Callable[[Any], str], *key: str) -> str:
         if not has_peer or not p:
@@ -553,18 +553,50 @@ def _bench_section(path: Path, doc: dict, results: Path, out: Path) -> _Section:
         notes.append(f"{peer_name} not run for {', '.join(cases)}: {reason}")
     if notes:
         s.add("", *(f"- {n}" for n in notes))
-
-    if summary:
-        failed_checks = summary.get("checks_failed") or []
-        missing = summary.get("checks_without_figures") or []
-        if summary.get("checks_passed") or failed_checks or missing:
-            s.add("", f"Checks against the issue's bars: {summary.get('checks_passed', 0)} passed, "
-                  f"{len(failed_checks)} failed, {len(missing)} without figures; the whole run "
-                  f"{'within' if summary.get('within_budget') else 'over'} its {summary.get('budget_seconds')} s "
-                  "budget.")
-            s.add(*(f"- failed: {c}" for c in failed_checks))
-            s.add(*(f"- no figure: {c}" for c in missing))
     return s
+
+
+def _image_auroc_difference(entry: dict) -> tuple[Any, Any, Any]:
+    """Ours − peer image AUROC and its interval over the images, as recorded: ``differences``
+    (schema 2), else ``ratios`` and ``image_auroc_difference`` (schema 1); ``None`` where absent."""
+    found = _get(entry, "differences", "image_auroc")
+    if found:
+        images = found.get("images") or {}
+        return found.get("value"), images.get("low"), images.get("high")
+    old = entry.get("image_auroc_difference") or {}
+    return _get(entry, "ratios", "image_auroc_delta"), old.get("low"), old.get("high")
+
+
+def _compared(found: dict | None, fmt: Callable[[Any], str], sd_digits: int) -> str:
+    """``value [low, high]`` (bootstrap over the images) or ``mean ± sd`` over the seeds, then the seeds' range."""
+    if not found:
+        return DASH
+    images, seeds = found.get("images"), found.get("seeds") or {}
+    text = fmt(found.get("value"))
+    if images:
+        text += " " + _interval(images.get("low"), images.get("high"), fmt)
+    elif seeds.get("sd") is not None:
+        text += f" ± {_num(seeds['sd'], sd_digits)}"
+    if len(seeds.get("values") or []) < 2:
+        return text
+    return f"{text} (seeds {fmt(seeds.get('min'))} to {fmt(seeds.get('max'))})"
+
+
+def _bench_differences(entries: list[dict], peer_name: str) -> list[str]:
+    """The table of recorded paired ``differences`` (schema 2); nothing for a document without them."""
+    rows = [[e.get("category"), e.get("model"), e.get("setting"),
+             *(_compared(_get(e, "differences", key), _signed, 3) for key in ("image_auroc", "pixel_auroc", "aupro")),
+             *(_compared(_get(e, "differences", key), _x, 2)
+               for key in ("latency_p50", "model_p50", "fit_seconds", "peak_rss_mb"))]
+            for e in entries if e.get("differences")]
+    if not rows:
+        return []
+    return ["", f"Paired differences, ours − {peer_name} (accuracy) and ours / {peer_name} (costs): `[low, high]` "
+            "is the 95 % paired bootstrap interval over each seed's test images, `± sd` and `seeds a to b` the "
+            "spread of the per-seed figures (pixel AUROC, AUPRO, fit time and peak RSS have no per-image record). "
+            "Figures only: no bar is applied.", "",
+            *_table(["set", "model", "setting", "image AUROC", "pixel AUROC", "AUPRO", "e2e p50", "model p50",
+                     "fit s", "peak RSS"], rows)]
 
 
 # ---------------------------------------------------------------------------------- GANs (benchmarks/ganomaly.py)
@@ -658,7 +690,6 @@ def _classical(results: Path) -> list[_Section]:
     if not isinstance(doc, dict):
         return []
     s = _Section("Classical baselines: speed, registration, DeepPCB reference mode, textures")
-    present = [k for k in ("latency", "fit", "registration", "reference", "textures") if k in doc]
     skipped = [k for k in ("latency", "fit", "registration", "reference", "textures") if k not in doc]
     s.add("**What**: `benchmarks/classical.py`: align + score latency of one gray image (generated assembly "
           "board) for `difference` and `gmm`; fit time of 200 goods; registration error on DeepPCB goods moved by "

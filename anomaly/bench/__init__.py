@@ -18,8 +18,9 @@ Outputs in ``--out DIR``:
 
 * ``bench.json``, keys:
 
-  - ``schema`` (``"anomaly-bench/1"``), ``complete`` (false while running or when cut
-    short), ``command``, ``started``, ``finished``, ``wall_seconds``;
+  - ``schema`` (``"anomaly-bench/2"``; version 1 had pass/fail ``checks`` and
+    ``image_auroc_difference`` instead of ``differences``), ``complete`` (false while
+    running or when cut short), ``command``, ``started``, ``finished``, ``wall_seconds``;
   - ``machine``: ``cpu_count``, ``usable_cores``, ``cpu_model``, ``memory_gb``,
     ``platform``, ``python``, ``load_average`` (at start), ``load_average_end``;
   - ``commit``: ``sha``, ``dirty``;
@@ -29,7 +30,8 @@ Outputs in ``--out DIR``:
   - ``protocol``: ``models``, ``settings``, ``categories``, ``max_train``, ``max_test``, ``seeds``,
     ``replicates`` (how the seeds' figures are combined), ``image_size``, ``matched_coreset_ratio``, ``peer_defaults_max_patches``,
     ``gan_image_size``, ``gan_epochs``,
-    ``auroc_tolerance``, ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
+    ``differences`` (``figures``: how each compared figure is compared, ``level``,
+    ``resamples``, ``seed``), ``warmup_calls``, ``subsampling``, ``timing``, ``scores``,
     ``peer_coreset_malloc``, ``pythons`` {``ours``, ``peer``};
   - ``backbone_check``: ``backbone``, ``layers``, ``peer_layers``, ``image``,
     ``max_abs_diff`` and ``max_rel_diff`` (per layer; the relative one decides
@@ -37,11 +39,9 @@ Outputs in ``--out DIR``:
   - ``results``: one per category, model and setting, with ``category``, ``dataset``,
     ``model``, ``setting``, ``seeds``, ``n_train_total``, ``n_fit``, ``n_test_total``, ``n_test``,
     ``n_test_defective``, ``notes``, ``ours`` and ``peer`` (figures, ``peer`` ``null``
-    when not run), ``peer_skipped`` (why), ``ratios``, ``checks``, ``test_sets`` (per
-    seed: ``seed``, ``images`` relative to the set, ``labels``) and
-    ``image_auroc_difference`` (ours - peer: ``delta``, the mean over the seeds, with
-    ``low`` and ``high``, a 95 % paired class-stratified bootstrap interval over the test
-    images, ``level``, ``resamples``, ``method``; ``null`` without a peer) and ``failed``
+    when not run), ``peer_skipped`` (why), ``ratios``, ``test_sets`` (per
+    seed: ``seed``, ``images`` relative to the set, ``labels``), ``differences`` (see
+    below; ``null`` without a peer) and ``failed``
     (``null``, or ``system``, ``op``, ``seed``, ``error`` where our detector refused a
     seed's training images with a typed error, such as images it cannot align: the case
     then has no figures and the run goes on);
@@ -50,7 +50,8 @@ Outputs in ``--out DIR``:
     standard deviations, ``null`` for one seed), ``replicates`` (per seed: ``seed``,
     ``image_auroc``, ``pixel_auroc``, ``aupro``, ``fit_seconds``, ``latency_p50_ms``,
     ``peak_rss_mb``, ``scores``: the raw image scores in ``test_sets`` order, ``null`` for
-    an image refused, ``n_refused``, ``n_refused_good``), ``n_refused`` and
+    an image refused, ``e2e_ms`` and ``model_ms``: per-image timings in the same order,
+    ``n_refused``, ``n_refused_good``), ``n_refused`` and
     ``n_refused_good`` (test images, summed over the seeds, that our detector could not
     align to its template: the service's ``ALIGNMENT_FAILED`` verdict, a rejected part,
     so they rank above every scored image in the image AUROC and have no map), ``pixel_metrics_note``, ``fit_seconds`` (median over the seeds) (model already built and its weights
@@ -66,13 +67,18 @@ Outputs in ``--out DIR``:
     ``model_p50``, ``model_p90``, ``backbone_p50``, ``peak_rss_mb``, ``peak_anon_mb``,
     ``bundle_mb``; and
     differences ours - peer: ``image_auroc_delta``, ``pixel_auroc_delta``, ``aupro_delta``;
-  - ``checks``: the issue's bars per case (``true``/``false``/``null`` = no figure; none
-    for the GANs, which the issue sets no bar for);
-  - ``summary``: ``checks_passed``, ``checks_failed``, ``checks_without_figures``,
-    ``wall_seconds``, ``within_budget``, ``budget_seconds``.
+  - ``differences`` (:mod:`anomaly.bench.compare`): ``image_auroc``, ``pixel_auroc``,
+    ``aupro`` (ours - peer), ``latency_p50``, ``model_p50`` (ours / peer of the pooled
+    medians), ``fit_seconds``, ``peak_rss_mb`` (ours / peer), each ``null`` or
+    ``value``, ``images`` (``low``, ``high``, ``level``, ``resamples``: a paired bootstrap
+    interval over each seed's test images, for image AUROC and the latencies; else
+    ``null``) and ``seeds`` (the per-seed values, ``values``, ``mean``, ``sd``, ``min``,
+    ``max``). Figures with their uncertainty: the bench judges nothing;
+  - ``summary``: ``wall_seconds``, ``cases``, ``cases_compared``, ``fits_refused``.
 
 * ``bench.md``: the same as Markdown tables (one per setting, cells ``ours / anomalib``
-  with the ratio), each seed's image AUROC, the latency floor table and the checks.
+  with the ratio), the paired differences with their intervals and seed spreads, each
+  seed's image AUROC and the latency floor table.
 * ``accuracy.png``: image AUROC, pixel AUROC and AUPRO per case, ours beside anomalib.
 * ``latency.png``: end-to-end latency p50 (with our backbone's forward marked), model
   call p50 and fit time per case.

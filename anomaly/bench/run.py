@@ -24,24 +24,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from anomaly.bench.compare import COMPARED, LEVEL, RESAMPLES, SEED, differences, ratios
+from anomaly.bench.figures import figures
 from anomaly.bench.peer_anomalib import peer_python
 from anomaly.bench.protocol import BENCH_MODELS, GAN_MODELS, SETTINGS, ModelSetting, model_settings, subsample_test, subsample_train
 from anomaly.bench.provenance import git_commit, machine_info
 from anomaly.bench.worker import BenchError, WorkerClient, WorkerRequestError
 from anomaly.datasets import MVTecCategory, Sample, find_categories
 from anomaly.errors import DatasetError, InvalidParameterError, UnknownDetectorError
-from anomaly.metrics import paired_auroc_difference
 from anomaly.progress import progress
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "anomaly-bench/1"
-#: The accuracy rule: ours at least the peer's image AUROC minus this.
-AUROC_TOLERANCE = 0.005
-#: The whole benchmark's time budget on the reference machine.
-BUDGET_SECONDS = 3600
+#: Version 2: paired ``differences`` with their uncertainty replace version 1's pass/fail
+#: ``checks`` and ``image_auroc_difference``; replicates keep per-image timings.
+SCHEMA = "anomaly-bench/2"
 WARMUP_CALLS = 2
 #: Replicates of a run: one seed's sub-sample, coreset or channel draw moved image AUROC
 #: by 0.02 to 0.15 on the shared sets (one ranking pair is 0.03 on grid), so a single draw
@@ -64,8 +61,9 @@ class BenchConfig:
         max_test: At most this many test images per category (seeded, stratified).
         seeds: One replicate per seed: the sub-sampling and every random choice of both
             systems (coreset start and projection, PaDiM channels) are seeded with it.
-            Accuracy is reported per seed and as the mean over seeds, which the checks
-            use; latencies pool every replicate's images.
+            Accuracy is reported per seed and as the mean over seeds; latencies pool
+            every replicate's images; the two systems are compared seed by seed and
+            image by image (:mod:`anomaly.bench.compare`).
         image_size: Square model input of both sides.
         matched_coreset_ratio: PatchCore coreset ratio of the matched comparison.
         peer_defaults_max_patches: anomalib's default PatchCore runs where the training
@@ -239,12 +237,12 @@ def _protocol(config: BenchConfig) -> dict[str, Any]:
         "gan_image_size": config.gan_image_size,
         "gan_epochs": config.gan_epochs,
         "ours_params": dict(config.ours_params),
-        "auroc_tolerance": AUROC_TOLERANCE,
         "warmup_calls": WARMUP_CALLS,
         "replicates": "one replicate per seed, each with its own sub-sample and seeded models on both sides; "
-                      "accuracy is the mean over the replicates (the checks compare means), with each seed's "
+                      "accuracy is the mean over the replicates, with each seed's "
                       "figure kept; latency percentiles pool every replicate's images, fit seconds are the "
                       "median and peak memory the largest over the replicates",
+        "differences": {"figures": COMPARED, "level": LEVEL, "resamples": RESAMPLES, "seed": SEED},
         "subsampling": "train: numpy default_rng(seed).choice without replacement, path order kept (as "
                        "`anomaly eval --limit-train`); test: stratified by defect type (good included), "
                        "largest-remainder quotas, at least one per type, same seeded generator; identical for "
@@ -309,12 +307,13 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
         "peer": None,
         "peer_skipped": None,
         "ratios": None,
-        "checks": None,
         # Each seed's test images (relative to the set) and labels, in the order of the
         # replicates' ``scores``: the per-image record behind every accuracy figure.
         "test_sets": [{"seed": r.seed, "images": [_relative(s.path, category.root) for s in r.test],
                        "labels": [int(s.label) for s in r.test]} for r in replicates],
-        "image_auroc_difference": None,
+        # Ours against the peer, paired by image and by seed, each with its uncertainty
+        # (see anomaly.bench.compare); nothing is judged.
+        "differences": None,
         # Set when our detector refused a seed's training images with a typed error: the
         # case then has no figures, and the run goes on with the next one.
         "failed": None,
@@ -354,18 +353,16 @@ def _run_case(config: BenchConfig, ours_python: str, category: MVTecCategory, re
                         replicate.seed, exc.error)
             entry["failed"] = {"system": exc.system, "op": exc.op, "seed": replicate.seed, "error": exc.error}
             entry["peer"], entry["peer_skipped"] = None, entry["peer_skipped"] or "our fit was refused"
-            entry["checks"] = _checks(entry)
             return entry
         for name, run in replies.items():
             runs[name].append(run)
-    entry["ours"] = _figures(runs["ours"])
+    entry["ours"] = figures(runs["ours"])
     if run_peer:
-        entry["peer"] = _figures(runs["peer"])
+        entry["peer"] = figures(runs["peer"])
         shared[key] = entry["peer"]
     if entry["peer"] is not None:
-        entry["ratios"] = _ratios(entry["ours"], entry["peer"])
-        entry["image_auroc_difference"] = _auroc_difference(entry)
-    entry["checks"] = _checks(entry)
+        entry["ratios"] = ratios(entry["ours"], entry["peer"])
+        entry["differences"] = differences(entry)
     return entry
 
 
@@ -374,35 +371,6 @@ def _relative(path: Path, root: Path) -> str:
         return str(Path(path).relative_to(root))
     except ValueError:
         return str(path)
-
-
-#: Bootstrap resamples of the paired image-AUROC difference, and its seed.
-DIFFERENCE_RESAMPLES = 2000
-DIFFERENCE_SEED = 0
-
-
-def _auroc_difference(entry: dict[str, Any]) -> dict[str, Any] | None:
-    """Ours minus the peer's image AUROC with a 95 % paired bootstrap interval over the test images.
-
-    Both systems scored the same images per seed; the interval says how much of a
-    difference of means the test images drawn alone could make (see
-    :func:`anomaly.metrics.paired_auroc_difference`). Informative only: the check stays
-    the issue's rule on the means.
-    """
-    ours = {r["seed"]: r.get("scores") for r in entry["ours"].get("replicates") or []}
-    peer = {r["seed"]: r.get("scores") for r in entry["peer"].get("replicates") or []}
-    blocks = []
-    for test_set in entry["test_sets"]:
-        a, b = ours.get(test_set["seed"]), peer.get(test_set["seed"])
-        if not a or not b or not len(a) == len(b) == len(test_set["labels"]) or None in a or None in b:
-            return None  # a seed without both systems' full scores: no paired comparison
-        blocks.append((test_set["labels"], a, b))
-    found = paired_auroc_difference(blocks, resamples=DIFFERENCE_RESAMPLES, seed=DIFFERENCE_SEED)
-    if found is None:
-        return None
-    return {"delta": round(found.delta, 4), "low": round(found.low, 4), "high": round(found.high, 4),
-            "level": found.level, "resamples": found.resamples,
-            "method": "paired, class-stratified bootstrap over each seed's test images, mean over the seeds"}
 
 
 def _setting(config: BenchConfig, model: str, setting: str, seed: int) -> ModelSetting:
@@ -479,161 +447,13 @@ def _patches_per_image(ms: ModelSetting) -> int:
     return (int(ms.peer["image_size"]) // stride) ** 2
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.percentile(values, q)), 3) if values else None
-
-
-#: Accuracy figures, averaged over the replicates.
-ACCURACY_KEYS = ("image_auroc", "pixel_auroc", "aupro")
-
-
-def _mean(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.mean(values)), 6) if values else None
-
-
-def _std(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else None
-
-
-def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One system's figures for a case, over its replicates (see :data:`BenchConfig.seeds`)."""
-    timings = [t for run in runs for t in run["timings"]]
-    fits = [run["fit"] for run in runs]
-    finishes = [run["finish"] for run in runs]
-
-    def col(key: str) -> list[float]:
-        return [t.get(key) for t in timings]
-
-    def most(key: str) -> float | None:
-        values = [f.get(key) for f in finishes if f.get(key) is not None]
-        return max(values) if values else None
-
-    fig: dict[str, Any] = {key: _mean([f.get(key) for f in finishes]) for key in ACCURACY_KEYS}
-    fig.update({f"{key}_std": _std([f.get(key) for f in finishes]) for key in ACCURACY_KEYS})
-    fig.update({
-        "pixel_metrics_note": finishes[0].get("pixel_metrics_note"),
-        "fit_seconds": _pct([f["fit_seconds"] for f in fits], 50),
-        "model_load_seconds": _pct([f.get("model_load_seconds") for f in fits], 50),
-        "latency_ms": {"p50": _pct(col("e2e_ms"), 50), "p90": _pct(col("e2e_ms"), 90)},
-        "model_ms": {"p50": _pct(col("model_ms"), 50), "p90": _pct(col("model_ms"), 90)},
-        "decode_ms_p50": _pct(col("decode_ms"), 50),
-        "preprocess_ms_p50": _pct(col("preprocess_ms"), 50),
-        "backbone_ms_p50": _pct(col("backbone_ms"), 50),
-        "latency_over_backbone": None,
-        "peak_rss_mb": most("peak_rss_mb"),
-        "fit_peak_rss_mb": most("fit_peak_rss_mb"),
-        "import_rss_mb": most("import_rss_mb"),
-        "peak_anon_mb": most("peak_anon_mb"),
-        "fit_peak_anon_mb": most("fit_peak_anon_mb"),
-        "import_anon_mb": most("import_anon_mb"),
-        "bundle_mb": max((f.get("bundle_mb") for f in fits if f.get("bundle_mb") is not None), default=None),
-        "bundle_backbone_mb": fits[0].get("bundle_backbone_mb"),
-        "bundle_holds_backbone": fits[0].get("bundle_holds_backbone"),
-        "torch_threads": runs[0]["hello"].get("torch_threads"),
-        "params": fits[0].get("params"),
-        "backbone": fits[0].get("backbone"),
-        "training": fits[0].get("training"),
-        "replicates": [{
-            "seed": run["seed"],
-            **{key: run["finish"].get(key) for key in ACCURACY_KEYS},
-            "fit_seconds": run["fit"]["fit_seconds"],
-            "latency_p50_ms": _pct([t.get("e2e_ms") for t in run["timings"]], 50),
-            "peak_rss_mb": run["finish"].get("peak_rss_mb"),
-            # raw image scores in the order of the entry's ``test_sets`` for this seed
-            # (``None``: an image the detector refused, see ``n_refused``)
-            "scores": [None if t["score"] is None else float(f"{t['score']:.7g}") for t in run["timings"]],
-            "n_refused": run["finish"].get("n_refused", 0),
-            "n_refused_good": run["finish"].get("n_refused_good", 0),
-        } for run in runs],
-        "n_refused": sum(run["finish"].get("n_refused", 0) for run in runs),
-        "n_refused_good": sum(run["finish"].get("n_refused_good", 0) for run in runs),
-    })
-    if fig["latency_ms"]["p50"] and fig["backbone_ms_p50"]:
-        fig["latency_over_backbone"] = round(fig["latency_ms"]["p50"] / fig["backbone_ms_p50"], 3)
-    return fig
-
-
-#: Ratios ours / peer reported for every compared case: name -> path into the figures.
-RATIO_KEYS = {
-    "fit_seconds": ("fit_seconds",),
-    "latency_p50": ("latency_ms", "p50"),
-    "latency_p90": ("latency_ms", "p90"),
-    "model_p50": ("model_ms", "p50"),
-    "model_p90": ("model_ms", "p90"),
-    "backbone_p50": ("backbone_ms_p50",),
-    "peak_rss_mb": ("peak_rss_mb",),
-    "peak_anon_mb": ("peak_anon_mb",),
-    "bundle_mb": ("bundle_mb",),
-}
-#: Differences ours - peer of the accuracy figures.
-DELTA_KEYS = ("image_auroc", "pixel_auroc", "aupro")
-
-
-def _get(fig: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        fig = fig.get(key) if isinstance(fig, dict) else None
-    return fig
-
-
-def _ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, path in RATIO_KEYS.items():
-        a, b = _get(ours, path), _get(peer, path)
-        out[name] = round(a / b, 3) if a is not None and b else None
-    for name in DELTA_KEYS:
-        a, b = ours.get(name), peer.get(name)
-        out[f"{name}_delta"] = round(a - b, 4) if a is not None and b is not None else None
-    return out
-
-
-def _checks(entry: dict[str, Any]) -> dict[str, bool | None]:
-    """The issue's bars for this case (``None`` where a figure is missing)."""
-    ours, peer, ratios = entry["ours"], entry["peer"], entry["ratios"] or {}
-    model, setting = entry["model"], entry["setting"]
-    checks: dict[str, bool | None] = {}
-    if model not in BENCH_MODELS:  # the issue sets bars for PatchCore and PaDiM only
-        return checks
-    if entry.get("failed"):
-        return {"fit_not_refused": False}
-
-    def at_most(value: float | None, bar: float) -> bool | None:
-        return None if value is None else bool(value <= bar)
-
-    if peer is not None:
-        a, b = ours.get("image_auroc"), peer.get("image_auroc")
-        checks["image_auroc_at_least_peer_minus_0.005"] = (
-            None if a is None or b is None else bool(a >= b - AUROC_TOLERANCE))
-        if setting == "matched":
-            checks["latency_p50_at_most_half_of_peer"] = at_most(ratios.get("latency_p50"), 0.5)
-        if model == "patchcore":
-            checks["fit_seconds_at_most_half_of_peer"] = at_most(ratios.get("fit_seconds"), 0.5)
-            checks["peak_rss_not_higher_than_peer"] = at_most(ratios.get("peak_rss_mb"), 1.0)
-    if model == "patchcore" and setting == "defaults":
-        checks["latency_p50_at_most_1.5x_backbone"] = at_most(ours.get("latency_over_backbone"), 1.5)
-    return checks
-
-
 def _summary(doc: dict[str, Any], wall: float) -> dict[str, Any]:
-    failed, passed, missing = [], 0, []
-    for entry in doc["results"]:
-        for name, ok in (entry.get("checks") or {}).items():
-            label = f"{entry['category']}/{entry['model']}/{entry['setting']}: {name}"
-            if ok is None:
-                missing.append(label)
-            elif ok:
-                passed += 1
-            else:
-                failed.append(label)
+    """Counts of the run: figures only (the comparisons are in each result's ``differences``)."""
     return {
-        "checks_passed": passed,
-        "checks_failed": failed,
-        "checks_without_figures": missing,
         "wall_seconds": round(wall, 1),
-        "within_budget": wall < BUDGET_SECONDS,
-        "budget_seconds": BUDGET_SECONDS,
+        "cases": len(doc["results"]),
+        "cases_compared": sum(1 for e in doc["results"] if e.get("differences")),
+        "fits_refused": [f"{e['category']}/{e['model']}/{e['setting']}" for e in doc["results"] if e.get("failed")],
     }
 
 
