@@ -15,10 +15,16 @@ of the manifest, which lists every other file's hash, so it covers the whole bun
 every file hash, and refuses a bundle that does not match, saying why: a calibration edited
 by hand is refused as an edited weight file is. The hashes catch changes, not a forger who
 rewrites them; bundles written before the manifest was hashed load without that check.
+
+The manifest's ``params`` are every hyper-parameter the detector is constructed with, and
+loading never changes one: the loaded detector's ``get_params()`` equals them. An older
+format is read through one step, :func:`migrate_manifest`, which writes out the values an
+old bundle relied on, or refuses a model fitted with a behaviour since removed.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -28,18 +34,20 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
+from anomaly.calibration import Calibration
 from anomaly.detectors.base import Detector
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import BundleError
 from anomaly.features.weights import sha256_file
+from anomaly.jsonable import jsonable
 from anomaly.packages import installed_versions
 
 FORMAT = "anomaly-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 _PACKAGES = ("anomaly-inspect", "numpy", "opencv-python-headless", "scikit-learn", "torch", "timm", "faiss-cpu")
 
@@ -59,8 +67,9 @@ class Bundle:
     path: Path | None = None
 
     @property
-    def calibration(self) -> dict[str, Any]:
-        return self.manifest.get("calibration") or {}
+    def calibration(self) -> Calibration:
+        """The thresholds stored with the model (an empty one when it was never calibrated)."""
+        return Calibration.from_manifest(self.manifest.get("calibration"))
 
     @property
     def name(self) -> str:
@@ -114,7 +123,7 @@ def save_bundle(
     directory: str | os.PathLike,
     *,
     training: TrainingData | None = None,
-    calibration: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
     metrics: dict[str, Any] | None = None,
     extra_files: dict[str, bytes] | None = None,
     notes: dict[str, Any] | None = None,
@@ -154,12 +163,12 @@ def save_bundle(
             "packages": package_versions(),
             "backbone": detector.backbone_info(),
             "training_data": training.to_dict() if training else None,
-            "training": _jsonable(detector.training_meta()),
+            "training": jsonable(detector.training_meta()),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "calibration": _jsonable(calibration) if calibration else None,
-            "metrics": _jsonable(metrics) if metrics else None,
-            "notes": _jsonable(notes) if notes else None,
-            "state": _jsonable(state_meta),
+            "calibration": jsonable(calibration.to_dict()) if calibration else None,
+            "metrics": jsonable(metrics) if metrics else None,
+            "notes": jsonable(notes) if notes else None,
+            "state": jsonable(state_meta),
             "files": {
                 str(p.relative_to(staging)): sha256_file(p)
                 for p in sorted(staging.rglob("*"))
@@ -193,7 +202,11 @@ def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> No
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a bundle's manifest (format, version) without loading the model."""
+    """Read and check a bundle's manifest (format, version, own hash) without loading the model.
+
+    Returns:
+        The manifest in the current format (:func:`migrate_manifest`).
+    """
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise BundleError(f"{directory} is not a model bundle: no {MANIFEST}")
@@ -203,10 +216,10 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise BundleError(f"{path} is not valid JSON: {exc}") from None
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in _MIGRATIONS and manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{path}: bundle format version {manifest.get('format_version')}, this program reads "
-            f"version {FORMAT_VERSION}; retrain or convert the model"
+            f"{path}: bundle format version {manifest.get('format_version')}, this program reads versions "
+            f"{', '.join(map(str, sorted({*_MIGRATIONS, FORMAT_VERSION})))}; retrain the model"
         )
     recorded = manifest.get("sha256")
     if recorded is not None and recorded != manifest_digest(manifest):
@@ -215,7 +228,87 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
             "calibration or parameter is refused like an edited weight file; move thresholds with "
             "`anomaly models set-threshold`, which writes a new version"
         )
+    return migrate_manifest(manifest)
+
+
+def migrate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest in the current format: one step per older version, as a new dict.
+
+    Format 1 to 2: ``params`` become exactly what the detector is constructed with.
+
+    * Filled, where a format-1 manifest lacks them, with the value the model was fitted
+      with (the behaviour before the parameter existed): PatchCore ``grid_stride=None``
+      (the finest grid; the default became ``"auto"`` later) and ``channels_per_layer=None``.
+    * Dropped, being no longer parameters, where the model was fitted with the behaviour
+      format 2 keeps: PatchCore's and PaDiM's ``grid_origin`` (``"layer"``) and
+      ``coarse_sampling`` (PatchCore ``"linear"``, PaDiM ``"nearest"``), both read from
+      the state as format 1 read them (absent: ``"input"`` and ``"linear"``, the
+      behaviour before they existed); PatchCore's ``refine_cells`` (8 where the bundle
+      holds a finest-grid bank; without one the score is the grid's own, which PatchCore
+      refuses at loading if its grid is coarser than the finest) and
+      ``coarse_bank_size`` (any value: it only chose the stored bank).
+    * Removed: the same options where the model was fitted otherwise (a grid anchored on
+      pixel ``(0, 0)``, PaDiM's bilinear sampling, another number of refined cells). No
+      parameter gives that behaviour any more, so :func:`load_bundle` refuses such a
+      model, saying to retrain it; its manifest stays readable (listing, inspection).
+
+    What was filled, dropped and removed is kept under ``"migration"``; ``"sha256"`` stays
+    that of the stored manifest.
+
+    Args:
+        manifest: A manifest as read from ``manifest.json``.
+
+    Returns:
+        A manifest of :data:`FORMAT_VERSION` (``manifest`` itself when it is one).
+
+    Raises:
+        BundleError: a format version this program does not read.
+    """
+    version = manifest.get("format_version")
+    while version != FORMAT_VERSION:
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise BundleError(f"bundle format version {version} cannot be read by this program; retrain the model")
+        manifest = step(copy.deepcopy(manifest))
+        version = manifest["format_version"]
     return manifest
+
+
+#: Parameters added while format 1 was written: the value a format-1 bundle without them was fitted with.
+_V1_ADDED = {"patchcore": {"grid_stride": None, "channels_per_layer": None}}
+#: Options format 2 fixed, recorded in a format-1 bundle's state: the value kept, and the value
+#: a bundle that does not record the option was fitted with.
+_V1_FIXED_IN_STATE = {
+    "patchcore": {"grid_origin": ("layer", "input"), "coarse_sampling": ("linear", "linear")},
+    "padim": {"grid_origin": ("layer", "input"), "coarse_sampling": ("nearest", "linear")},
+}
+
+
+def _migrate_v1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 to 2 (see :func:`migrate_manifest`); ``manifest`` is a copy, changed in place."""
+    name = manifest.get("detector")
+    params = manifest["params"] = manifest.get("params") or {}
+    state = manifest["state"] = manifest.get("state") or {}
+    filled = {key: value for key, value in _V1_ADDED.get(name, {}).items() if key not in params}
+    params.update(filled)
+    dropped, removed = {}, {}
+    for option, (kept, before) in _V1_FIXED_IN_STATE.get(name, {}).items():
+        params.pop(option, None)
+        fitted = state.pop(option, before)
+        (dropped if fitted == kept else removed)[option] = fitted
+    if name == "patchcore":
+        refine = params.pop("refine_cells", 0)
+        # Only a bundle with a finest-grid bank was refined, in ``refine`` cells.
+        (removed if "fine_index_file" in state and refine != 8 else dropped)["refine_cells"] = refine
+        if "coarse_bank_size" in params:
+            dropped["coarse_bank_size"] = params.pop("coarse_bank_size")
+    manifest["format_version"] = 2
+    manifest["migration"] = {"from_format_version": 1, "filled": filled, "dropped": dropped, "removed": removed}
+    return manifest
+
+
+#: Format version -> the step that turns such a manifest into the next version's.
+_MIGRATIONS = {1: _migrate_v1}
 
 
 def verify_files(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
@@ -236,37 +329,34 @@ def verify_files(directory: str | os.PathLike, manifest: dict[str, Any]) -> None
 def load_bundle(directory: str | os.PathLike) -> Bundle:
     """Load a bundle: check format, hashes, then rebuild the detector.
 
+    The detector is constructed from the manifest's (migrated) parameters and its state
+    read back; nothing rewrites a parameter, so its ``get_params()`` equals them.
+
     Raises:
-        BundleError: not a bundle, other format version, a missing or changed file.
+        BundleError: not a bundle, an unreadable format version, a missing or changed
+            file, a parameter missing from the manifest, or a model fitted with a
+            behaviour since removed.
         UnknownDetectorError: the detector named in the manifest is not installed.
     """
     root = Path(directory)
     manifest = read_manifest(root)
     verify_files(root, manifest)
-    detector = create_detector(manifest["detector"], manifest.get("params") or {})
+    removed = (manifest.get("migration") or {}).get("removed")
+    if removed:
+        raise BundleError(
+            f"{root}: this {manifest['detector']} was fitted with "
+            f"{', '.join(f'{k}={v!r}' for k, v in removed.items())} (bundle format "
+            f"{manifest['migration']['from_format_version']}), a behaviour since removed: retrain the model")
+    params = manifest.get("params") or {}
+    detector = create_detector(manifest["detector"], params)
+    missing = sorted(set(detector.param_names()) - set(params))
+    if missing:
+        # The default would stand in for the value the model was fitted with.
+        raise BundleError(f"{root}: the manifest lacks parameter(s) {', '.join(missing)} of {manifest['detector']}; "
+                          f"a parameter added since format {manifest['format_version']} needs a migration step")
     detector._load_state(root, manifest.get("state") or {})
     detector.fitted_ = True
     return Bundle(detector=detector, manifest=manifest, path=root)
-
-
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write plain arrays as ``.npz`` (never object arrays)."""
-    for key, value in arrays.items():
-        if np.asarray(value).dtype == object:
-            raise BundleError(f"array {key!r} has dtype object; bundles hold plain arrays only")
-    np.savez(path, **arrays)
-
-
-def load_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read arrays written by :func:`save_arrays`, without pickle; all ``names`` must be there."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [n for n in names if n not in data.files]
-            if missing:
-                raise BundleError(f"{path} lacks arrays {missing}")
-            return {n: data[n] for n in data.files}
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"cannot read arrays from {path}: {exc}") from None
 
 
 def _safe_child(root: Path, rel: str) -> Path:
@@ -274,17 +364,3 @@ def _safe_child(root: Path, rel: str) -> Path:
     if root.resolve() not in path.parents:
         raise BundleError(f"bundle file name {rel!r} points outside the bundle")
     return path
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -104,8 +104,10 @@ class Geometry:
         """Build from detector hyper-parameters (an int size means a square input)."""
         if isinstance(image_size, (int, np.integer)):
             size = (int(image_size), int(image_size))
-        else:
+        elif isinstance(image_size, (list, tuple)) and all(isinstance(s, (int, np.integer)) for s in image_size):
             size = tuple(int(s) for s in image_size)
+        else:
+            raise InvalidParameterError(f"image_size must be an int or (height, width), got {image_size!r}")
         return cls(size=size, resize=resize, roi=None if roi is None else tuple(roi))
 
     def to_dict(self) -> dict:

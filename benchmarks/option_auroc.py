@@ -5,7 +5,7 @@ Compares detector options on exactly the images ``anomaly bench`` uses (at most
 seeded rules, :mod:`anomaly.bench.protocol`), one fit per seed, without the peer and
 without timing anything:
 
-    python benchmarks/option_auroc.py --model padim --param coarse_sampling=linear \\
+    python benchmarks/option_auroc.py --model padim --param n_features=200 \\
         ../shared/datasets/mvtec_ad_subset/grid ../shared/datasets/magnetic_tile/magnetic_tile
 
 ``--matched`` starts from the bench's matched parameters of the model (the ``--param``

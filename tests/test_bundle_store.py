@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from anomaly.bundle import FORMAT_VERSION, load_bundle, save_bundle
+from anomaly.bundle import FORMAT_VERSION, load_bundle, migrate_manifest, read_manifest, save_bundle
+from anomaly.calibration import Calibration
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError
+from anomaly.imageio import as_image
 from anomaly.store import ModelStore
 
 
@@ -21,7 +24,7 @@ def fitted(good_parts):
 
 
 def test_manifest_records_what_it_must(fitted, tmp_path):
-    manifest = save_bundle(fitted, tmp_path / "b", calibration={"t_review": 1.0, "t_ng": 2.0})
+    manifest = save_bundle(fitted, tmp_path / "b", calibration=Calibration(t_review=1.0, t_ng=2.0))
     for key in ("format_version", "detector", "params", "packages", "backbone", "created", "calibration", "files"):
         assert key in manifest
     assert manifest["backbone"]["name"] == "efficientnet_lite0" and len(manifest["backbone"]["weights_sha256"]) == 64
@@ -29,44 +32,101 @@ def test_manifest_records_what_it_must(fitted, tmp_path):
     assert set(manifest["files"]) == {"state.npz", "bank.faiss"}
 
 
-def _saved_without(detector, key: str, directory):
-    """Save ``detector``, drop ``key`` from the manifest's parameters and state (a bundle
-    written before the parameter existed), and load it back."""
-    save_bundle(detector, directory)
+V1 = Path(__file__).parent / "data" / "bundle_v1"
+#: What the format-1 step drops from each committed bundle's parameters (the behaviour kept).
+V1_DROPPED = {
+    "patchcore": {"grid_origin": "layer", "coarse_sampling": "linear", "refine_cells": 8, "coarse_bank_size": 1024},
+    "padim": {"grid_origin": "layer", "coarse_sampling": "nearest"},
+    "difference": {},
+}
+
+
+def _v1_images(name: str) -> list[np.ndarray]:
+    images = [as_image(str(V1 / f)) for f in ("good.png", "scratch.png")]
+    return [i[::2, ::2].copy() for i in images] if name == "difference" else images
+
+
+@pytest.mark.parametrize("name", sorted(V1_DROPPED))
+def test_format_1_bundle_loads_migrated_and_scores_the_same(name):
+    # Written by the format-1 code (tests/data/bundle_v1/README.md); its scores then are stored beside it.
+    expected = json.loads((V1 / "expected.json").read_text())[name]
+    stored = json.loads((V1 / name / "manifest.json").read_text())
+    assert stored["format_version"] == 1 and stored["params"] == expected["params"]
+    bundle = load_bundle(V1 / name)
+    assert bundle.manifest["format_version"] == FORMAT_VERSION == 2
+    assert bundle.manifest["migration"] == {"from_format_version": 1, "filled": {}, "dropped": V1_DROPPED[name],
+                                            "removed": {}}
+    kept = {k: v for k, v in expected["params"].items() if k not in V1_DROPPED[name]}
+    assert bundle.detector.get_params() == bundle.manifest["params"] == kept
+    np.testing.assert_allclose(bundle.detector.score(_v1_images(name)).scores, expected["scores"], rtol=1e-6, atol=1e-6)
+
+
+def test_migration_fills_the_values_old_bundles_were_fitted_with():
+    old = json.loads((V1 / "patchcore" / "manifest.json").read_text())
+    del old["params"]["grid_stride"], old["params"]["channels_per_layer"]  # from before those options
+    new = migrate_manifest(old)
+    assert new["params"]["grid_stride"] is None  # the finest grid: "auto" came later
+    assert new["params"]["channels_per_layer"] is None
+    assert new["migration"]["filled"] == {"grid_stride": None, "channels_per_layer": None}
+    assert "grid_origin" not in new["state"] and "grid_stride" not in old["params"]  # a copy; the input is kept
+    assert migrate_manifest(new) is new
+
+
+@pytest.mark.parametrize("name, edit, removed", [
+    ("patchcore", lambda m: m["state"].update(grid_origin="input"), {"grid_origin": "input"}),
+    ("patchcore", lambda m: m["state"].pop("grid_origin"), {"grid_origin": "input"}),  # from before the option
+    ("padim", lambda m: m["state"].update(coarse_sampling="linear"), {"coarse_sampling": "linear"}),
+    ("padim", lambda m: m["state"].pop("coarse_sampling"), {"coarse_sampling": "linear"}),  # from before it
+    ("patchcore", lambda m: m["params"].update(refine_cells=64), {"refine_cells": 64}),
+])
+def test_format_1_bundle_fitted_with_a_removed_behaviour_is_refused(name, edit, removed, tmp_path):
+    # Its manifest still reads (listing, inspection); loading the model says to retrain it.
+    shutil.copytree(V1 / name, tmp_path / name)
+    path = tmp_path / name / "manifest.json"
+    old = json.loads(path.read_text())
+    edit(old)
+    del old["sha256"]
+    path.write_text(json.dumps(old))
+    assert read_manifest(tmp_path / name)["migration"]["removed"] == removed
+    key, value = next(iter(removed.items()))
+    with pytest.raises(BundleError, match=f"{key}={value!r}.*retrain"):
+        load_bundle(tmp_path / name)
+
+
+def _as_format_1(directory, params: dict, state: dict) -> None:
+    """Rewrite a bundle's manifest as the format-1 code wrote it (its own hash left out)."""
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
-    del manifest["params"][key], manifest["state"][key], manifest["sha256"]  # nor the manifest's hash
+    manifest["params"].update(params)
+    manifest["state"].update(state)
+    del manifest["sha256"]
+    path.write_text(json.dumps({**manifest, "format_version": 1}))
+
+
+def test_format_1_patchcore_without_the_refining_bank_loads_only_on_the_finest_grid(fitted, good_parts, tmp_path):
+    grid_v1 = {"grid_origin": "layer", "coarse_sampling": "linear"}
+    save_bundle(fitted, tmp_path / "finest")  # 64 px: the finest grid, nothing to refine
+    _as_format_1(tmp_path / "finest", {**grid_v1, "refine_cells": 8, "coarse_bank_size": 1024}, grid_v1)
+    loaded = load_bundle(tmp_path / "finest").detector
+    assert loaded.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.score(good_parts[:2]).scores, fitted.score(good_parts[:2]).scores)
+    # A 16 px grid scored without refinement (refine_cells=0, or from before it): that scoring is gone.
+    coarse = create_detector("patchcore", {"image_size": 128, "grid_stride": 16})
+    coarse.refine_cells = 0
+    save_bundle(coarse.fit(good_parts[:3]), tmp_path / "coarse")
+    _as_format_1(tmp_path / "coarse", {**grid_v1, "refine_cells": 0}, grid_v1)
+    with pytest.raises(BundleError, match="finest-grid bank.*retrain"):
+        load_bundle(tmp_path / "coarse")
+
+
+def test_loading_never_stands_a_default_in_for_a_recorded_parameter(fitted, tmp_path):
+    save_bundle(fitted, tmp_path / "b")
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["params"]["coreset_ratio"], manifest["sha256"]
     path.write_text(json.dumps(manifest))
-    return load_bundle(directory).detector
-
-
-def test_bundle_from_before_the_grid_origin_keeps_the_input_anchored_grid(fitted, good_parts, tmp_path):
-    # A bundle written before ``grid_origin`` existed has neither the parameter nor the
-    # state key; its bank was built on the grid anchored at input pixel (0, 0), and it
-    # must still be scored on that grid, not on the new default one.
-    old = create_detector("patchcore", {"image_size": 64, "grid_origin": "input"}).fit(good_parts)
-    loaded = _saved_without(old, "grid_origin", tmp_path / "b")
-    assert loaded.grid_origin == "input" and loaded.feature_origin == (0.0, 0.0)
-    np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
-    assert fitted.grid_origin == "layer" and fitted.feature_origin != (0.0, 0.0)
-    reloaded = load_bundle(save_bundle(fitted, tmp_path / "new") and tmp_path / "new").detector
-    assert reloaded.grid_origin == "layer"
-
-
-def test_padim_bundle_from_before_the_coarse_sampling_keeps_bilinear_sampling(good_parts, tmp_path):
-    # Its Gaussians were fitted on bilinearly sampled coarser layers; scoring must sample
-    # them the same way, not with PaDiM's new nearest-cell default.
-    old = create_detector("padim", {"image_size": 64, "coarse_sampling": "linear"}).fit(good_parts)
-    loaded = _saved_without(old, "coarse_sampling", tmp_path / "b")
-    assert loaded.coarse_sampling == "linear"
-    np.testing.assert_allclose(loaded.score(good_parts[:2]).scores, old.score(good_parts[:2]).scores, rtol=1e-5)
-    new = create_detector("padim", {"image_size": 64}).fit(good_parts)
-    assert new.coarse_sampling == "nearest"
-    reloaded = load_bundle(save_bundle(new, tmp_path / "new") and tmp_path / "new").detector
-    assert reloaded.coarse_sampling == "nearest"
-    np.testing.assert_allclose(reloaded.score(good_parts[:2]).scores, new.score(good_parts[:2]).scores, rtol=1e-5)
-    # The two samplings give other features (the stride-16 layer's columns of the grid).
-    assert not torch.allclose(new._features(good_parts[:1])[0], loaded._features(good_parts[:1])[0], rtol=1e-3)
+    with pytest.raises(BundleError, match="lacks parameter.*coreset_ratio"):
+        load_bundle(tmp_path / "b")
 
 
 def test_tampered_file_refused(fitted, tmp_path):
@@ -79,16 +139,17 @@ def test_tampered_file_refused(fitted, tmp_path):
 
 def test_edited_calibration_refused_like_an_edited_file(fitted, tmp_path):
     # Thresholds set by hand in manifest.json would turn every broken part GOOD.
-    save_bundle(fitted, tmp_path / "b", calibration={"t_ng": 2.0, "t_review": 1.5})
-    assert load_bundle(tmp_path / "b").calibration["t_ng"] == 2.0
+    save_bundle(fitted, tmp_path / "b", calibration=Calibration(t_ng=2.0, t_review=1.5))
+    assert load_bundle(tmp_path / "b").calibration.t_ng == 2.0
     path = tmp_path / "b" / "manifest.json"
     manifest = json.loads(path.read_text())
+    original = dict(manifest["calibration"])
     manifest["calibration"]["t_ng"] = manifest["calibration"]["t_review"] = 1e9
     path.write_text(json.dumps(manifest, indent=2))
     with pytest.raises(BundleError, match="changed after the bundle was written"):
         load_bundle(tmp_path / "b")
-    path.write_text(json.dumps({**manifest, "calibration": {"t_ng": 2.0, "t_review": 1.5}}, indent=4))
-    assert load_bundle(tmp_path / "b").calibration["t_ng"] == 2.0  # the same content, laid out anew
+    path.write_text(json.dumps({**manifest, "calibration": original}, indent=4))
+    assert load_bundle(tmp_path / "b").calibration.t_ng == 2.0  # the same content, laid out anew
 
 
 def test_other_format_version_refused(fitted, tmp_path):

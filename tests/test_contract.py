@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from anomaly.bundle import load_bundle, save_bundle
-from anomaly.detectors.registry import available_detectors, create_detector, get_detector_class
-from anomaly.errors import InvalidImageError, NotFittedError, UnknownDetectorError
+from anomaly.detectors import deep
+from anomaly.detectors.registry import available_detectors, check_params, create_detector, get_detector_class
+from anomaly.errors import InvalidImageError, InvalidParameterError, NotFittedError, UnknownDetectorError
 from anomaly.imageio import encode_png
 
 #: Small, fast settings per detector; a detector missing here runs with its defaults.
@@ -48,6 +51,37 @@ def test_constructor_stores_params_unchanged(name):
         assert params[key] == value
     assert create_detector(name, params).get_params() == params
     assert not any(k.endswith("_") for k in vars(det) if not k.startswith("_"))
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_params_are_declared_once_and_checked_without_weights(name, monkeypatch):
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("checking parameters built a backbone")
+
+    monkeypatch.setattr(deep, "FeatureExtractor", no_backbone)
+    cls = get_detector_class(name)
+    assert dataclasses.is_dataclass(cls)  # declared with @hyperparameters
+    assert cls.param_names() == [f.name for f in dataclasses.fields(cls)]
+    params = check_params(name, FAST_PARAMS.get(name, {}))
+    assert params == make(name).get_params() and list(params) == cls.param_names()
+    with pytest.raises(InvalidParameterError, match="no_such_option.*it takes: "):
+        check_params(name, {"no_such_option": 1})
+    with pytest.raises(InvalidParameterError, match="image_size"):
+        check_params(name, {"image_size": "large"})
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("patchcore", {"coreset_ratio": 2}, "coreset_ratio"),
+    ("patchcore", {"grid_stride": "coarse"}, "grid_stride"),
+    ("padim", {"grid_stride": 7}, "grid_stride"),
+    ("difference", {"motion": "wobble"}, "motion"),
+    ("ganomaly", {"image_score": "loudest"}, "image_score"),
+])
+def test_check_params_refuses_bad_values(name, params, message):
+    if name not in DETECTORS:
+        pytest.skip(f"{name} is not installed here")
+    with pytest.raises(InvalidParameterError, match=message):
+        check_params(name, params)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -99,6 +133,17 @@ def test_fit_is_deterministic(fitted, good_parts, test_parts):
     name, det = fitted
     again = make(name).fit(good_parts)
     np.testing.assert_allclose(again.score(test_parts[0]).scores, det.score(test_parts[0]).scores, rtol=1e-5)
+
+
+def test_save_load_keeps_the_params(fitted, tmp_path):
+    # The manifest records every parameter, and loading constructs the detector from them
+    # without changing one.
+    name, det = fitted
+    before = det.get_params()
+    manifest = save_bundle(det, tmp_path / "bundle")
+    loaded = load_bundle(tmp_path / "bundle")
+    assert manifest["params"] == before == det.get_params()
+    assert loaded.detector.get_params() == loaded.manifest["params"] == before
 
 
 def test_save_load_round_trip_gives_identical_scores(fitted, test_parts, tmp_path):

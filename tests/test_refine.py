@@ -1,21 +1,30 @@
 """PatchCore's coarse-to-fine image score (``refine_cells``): the grid's top cells searched
-again on the finest grid, against a bank of fine patches."""
+again on the finest grid, against a bank of fine patches.
+
+``refine_cells`` and ``coarse_bank_size`` are fixed choices (class constants), not
+parameters; tests set them on one detector to compare with other values."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
 from anomaly.bundle import load_bundle, save_bundle
-from anomaly.detectors.patchcore import fine_owner
+from anomaly.detectors.patchcore import PatchCore, fine_owner
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import InvalidParameterError
 from anomaly.features.patches import aggregate_cells
 
 # 128 px input, 16 px grid (8 x 8 cells) refined on the 8 px grid (16 x 16 cells).
 COARSE = {"image_size": 128, "grid_stride": 16, "batch_size": 8}
+
+
+def _patchcore(params: dict, **fixed) -> PatchCore:
+    """A PatchCore with some of its fixed choices set otherwise on this one detector."""
+    det = create_detector("patchcore", params)
+    for key, value in fixed.items():
+        setattr(det, key, value)
+    return det
 
 
 def _textured(rng: np.random.Generator, n: int) -> list[np.ndarray]:
@@ -41,8 +50,8 @@ def models(plates):
     goods, _, _ = plates
     return {
         "refined": create_detector("patchcore", COARSE).fit(goods),
-        "all cells": create_detector("patchcore", {**COARSE, "refine_cells": 64}).fit(goods),
-        "grid only": create_detector("patchcore", {**COARSE, "refine_cells": 0}).fit(goods),
+        "all cells": _patchcore(COARSE, refine_cells=64).fit(goods),
+        "grid only": _patchcore(COARSE, refine_cells=0).fit(goods),
         "finest": create_detector("patchcore", {**COARSE, "grid_stride": None}).fit(goods),
     }
 
@@ -122,35 +131,18 @@ def test_refined_bundle_round_trip(models, plates, tmp_path):
     np.testing.assert_allclose(loaded.score(tests + bad).scores, det.score(tests + bad).scores, rtol=1e-6)
 
 
-def test_bundle_from_before_the_refinement_keeps_the_grid_score(models, plates, tmp_path):
-    # Written before ``refine_cells`` existed: no such parameter and no fine bank. It loads
-    # with the default's 8 but must score as it did, from the grid alone.
-    _, tests, bad = plates
-    old = models["grid only"]
-    save_bundle(old, tmp_path / "b")
-    path = tmp_path / "b" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    del manifest["params"]["refine_cells"], manifest["sha256"]  # nor the manifest's hash
-    path.write_text(json.dumps(manifest))
-    loaded = load_bundle(tmp_path / "b").detector
-    assert loaded.refine_cells == 0 and loaded.fine_bank_ is None
-    np.testing.assert_allclose(loaded.score(tests + bad).scores, old.score(tests + bad).scores, rtol=1e-6)
-
-
-@pytest.mark.parametrize("value", [-1, "8", True, 2.5])
-def test_refine_cells_must_be_a_count(value):
-    with pytest.raises(InvalidParameterError, match="refine_cells"):
-        create_detector("patchcore", {**COARSE, "refine_cells": value}).fit([np.zeros((64, 64), np.uint8)] * 2)
+@pytest.mark.parametrize("option", ["refine_cells", "coarse_bank_size", "grid_origin", "coarse_sampling"])
+def test_fixed_choices_are_not_parameters(option):
+    # Options of bundle format 1 that no default needed otherwise (format-1 bundles: test_bundle_store).
+    with pytest.raises(InvalidParameterError, match=f"{option}.*it takes"):
+        create_detector("patchcore", {**COARSE, option: 8})
 
 
 def test_the_grid_bank_of_a_refined_score_has_its_own_cap(plates):
     goods = plates[0]
-    det = create_detector("patchcore", {**COARSE, "coreset_ratio": 1.0, "coarse_bank_size": 100,
-                                        "max_bank_size": 300}).fit(goods)
+    params = {**COARSE, "coreset_ratio": 1.0, "max_bank_size": 300}
+    det = _patchcore(params, coarse_bank_size=100).fit(goods)
     assert det.memory_bank_.shape[0] == 100 and det.fine_bank_.shape[0] == 300
     # Without refinement the one bank keeps max_bank_size.
-    plain = create_detector("patchcore", {**COARSE, "coreset_ratio": 1.0, "coarse_bank_size": 100,
-                                          "max_bank_size": 300, "refine_cells": 0}).fit(goods)
+    plain = _patchcore(params, coarse_bank_size=100, refine_cells=0).fit(goods)
     assert plain.memory_bank_.shape[0] == 300 and plain.fine_bank_ is None
-    with pytest.raises(InvalidParameterError, match="coarse_bank_size"):
-        create_detector("patchcore", {**COARSE, "coarse_bank_size": 0}).fit(goods[:2])

@@ -5,6 +5,15 @@ hyper-parameters unchanged, validation happens in ``fit``, learned state ends in
 ``fit`` returns ``self``. Unlike scikit-learn's outlier scores, ours are
 **higher = more anomalous**, for image scores and for every pixel of the maps.
 
+Hyper-parameters are declared one way for every detector: as annotated class attributes
+with defaults, the class decorated with :func:`hyperparameters` (a keyword-only dataclass
+``__init__``). A base class may declare the ones its subclasses share; a subclass adds its
+own and may redeclare an inherited one to change its default. Those fields are the
+parameters: :meth:`Detector.param_names`, :meth:`Detector.get_params` and the bundle's
+manifest list exactly them. Fixed choices that are not parameters are ``ClassVar``.
+Checking a value (``_validate_params``) never builds a backbone or reads weight files, so
+:func:`anomaly.detectors.registry.check_params` can answer before any training.
+
 Persistence is split so that the bundle code stays generic and pickle-free: a detector
 writes its learned state into a folder (``_save_state``: ``.npz`` arrays, faiss indexes,
 torch state dicts) and returns a small JSON-able dict; ``_load_state`` reads it back.
@@ -14,15 +23,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from anomaly.errors import AlignmentError, InvalidImageError, NotFittedError
+from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError, NotFittedError
 from anomaly.imageio import DEFAULT_MAX_PIXELS, ImageLike, as_image
+from anomaly.jsonable import jsonable
 
 
 @dataclass
@@ -91,7 +100,7 @@ _DetectorT = TypeVar("_DetectorT", bound="Detector")
 def hyperparameters(cls: type[_DetectorT]) -> type[_DetectorT]:
     """Class decorator: a keyword-only ``__init__`` that stores the class's hyper-parameters.
 
-    For detectors that share hyper-parameters through a base class. Each class declares
+    Every detector is declared with it (see the module docstring). Each class declares
     its own as annotated class attributes with defaults; a subclass adds its own and may
     redeclare an inherited one to change its default. :mod:`dataclasses` writes the
     constructor, which stores every value unchanged (validation stays in ``fit``); the
@@ -104,10 +113,8 @@ def hyperparameters(cls: type[_DetectorT]) -> type[_DetectorT]:
 class Detector(abc.ABC):
     """Base class of every anomaly detector.
 
-    Subclasses set ``name``, take keyword-only hyper-parameters in ``__init__`` (stored
-    as attributes of the same names; written by hand, or by :func:`hyperparameters`
-    where a base class shares them), and implement ``_fit``, ``_score`` and the state
-    hooks.
+    Subclasses set ``name``, declare their hyper-parameters with :func:`hyperparameters`,
+    and implement ``_fit``, ``_score`` and the state hooks.
     """
 
     name: ClassVar[str] = ""
@@ -116,13 +123,37 @@ class Detector(abc.ABC):
 
     # -- scikit-learn style parameters -------------------------------------------------
     @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
+    def param_names(cls) -> list[str]:
+        """Names of the hyper-parameters, in declaration order.
+
+        Raises:
+            InvalidParameterError: the class does not declare them with :func:`hyperparameters`.
+        """
+        if not dataclasses.is_dataclass(cls):
+            raise InvalidParameterError(f"{cls.__name__} must declare its hyper-parameters with @hyperparameters")
+        return [f.name for f in dataclasses.fields(cls)]
 
     def get_params(self) -> dict[str, Any]:
-        """Hyper-parameters as given to the constructor (JSON-able)."""
-        return {name: _jsonable(getattr(self, name)) for name in self._param_names()}
+        """Hyper-parameters as given to the constructor (JSON-able: tuples become lists)."""
+        return {name: jsonable(getattr(self, name)) for name in self.param_names()}
+
+    def check_params(self) -> dict[str, Any]:
+        """Check the hyper-parameters' values without fitting: no backbone built, no weights read.
+
+        Returns:
+            :meth:`get_params`.
+
+        Raises:
+            InvalidParameterError: a bad value, saying which (a value of the wrong type too).
+        """
+        try:
+            self._validate_params()
+        except InvalidParameterError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"{self.name or type(self).__name__}: a parameter has a value of the "
+                                        f"wrong kind ({exc}); parameters: {self.get_params()}") from None
+        return self.get_params()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -139,7 +170,7 @@ class Detector(abc.ABC):
         Returns:
             self.
         """
-        self._validate_params()
+        self.check_params()
         if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__"):
             raise InvalidImageError("fit expects a sequence of images (arrays, paths or bytes)")
         if len(images) == 0:
@@ -175,7 +206,11 @@ class Detector(abc.ABC):
 
     # -- subclass hooks ------------------------------------------------------------------
     def _validate_params(self) -> None:
-        """Check hyper-parameters; raise ``InvalidParameterError`` on a bad value."""
+        """Check hyper-parameters; raise ``InvalidParameterError`` on a bad value.
+
+        Must not build a backbone or read weight files (see :meth:`check_params`); what
+        depends on the backbone is checked where it is built.
+        """
 
     @abc.abstractmethod
     def _fit(self, images: Sequence[ImageLike]) -> None: ...
@@ -203,15 +238,3 @@ class Detector(abc.ABC):
 def load_images(images: Iterable[ImageLike], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
     """Decode a sequence of arrays, paths or bytes with the shared loader."""
     return [as_image(image, max_pixels=max_pixels) for image in images]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

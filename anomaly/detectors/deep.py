@@ -2,40 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from anomaly.detectors.base import Detector
+from anomaly.detectors.base import Detector, hyperparameters
 from anomaly.errors import InvalidParameterError
 from anomaly.features.backbone import FeatureExtractor
-from anomaly.features.patches import SAMPLINGS, aggregate, aggregate_cells
+from anomaly.features.patches import aggregate, aggregate_cells
 from anomaly.features.preprocess import prepare_batch
 from anomaly.geometry import Geometry, Placement
 from anomaly.imageio import ImageLike
 
-#: Where the feature grid's cell (0, 0) sits (see :attr:`BackboneDetector.feature_origin`).
-GRID_ORIGINS = ("layer", "input")
 
-
+@hyperparameters
 class BackboneDetector(Detector):
     """A detector on top of a pretrained backbone: geometry, batching and feature grids.
 
-    Subclasses define the hyper-parameters ``backbone``, ``layers``, ``image_size``,
-    ``resize``, ``roi``, ``batch_size`` and ``patch_size`` (and their own).
+    The hyper-parameters PatchCore and PaDiM share (``layers`` and ``patch_size`` have no
+    default here: each model gives its own):
+
+    Args:
+        backbone: timm backbone name (weights found offline, see ``anomaly.features.weights``).
+        layers: Backbone stages whose features are combined, finest first.
+        image_size: Model input size, an int (square) or ``(height, width)``.
+        resize: ``"stretch"`` or ``"letterbox"`` (keep aspect ratio, pad).
+        roi: Optional ``(x, y, w, h)`` region of interest in original pixels.
+        patch_size: Neighbourhood of the local feature aggregation (odd).
+        smoothing_sigma: Gaussian sigma of the map, in model pixels.
+        batch_size: Images per backbone call.
+        random_state: Seed of the model's random choices.
+
+    The feature grid sits on the cells (receptive-field centres) of the layer whose
+    stride it has (see :attr:`feature_origin`); how the layers coarser than the grid are
+    sampled at its cells is each model's fixed ``coarse_sampling``.
     """
 
+    backbone: str = "efficientnet_lite0"
+    layers: Sequence[int]
+    image_size: int | Sequence[int] = 256
+    resize: str = "stretch"
+    roi: Sequence[int] | None = None
+    patch_size: int
+    smoothing_sigma: float = 4.0
+    batch_size: int = 16
+    random_state: int = 0
+
     uses_backbone = True
-    _extractor: FeatureExtractor | None = None
-    _backbone_sha256: str | None = None
-    _backbone_offsets: list | None = None
+    #: ``"linear"`` (bilinear) or ``"nearest"`` (the cell whose receptive-field centre is
+    #: nearest): see :func:`anomaly.features.patches.aggregate`.
+    coarse_sampling: ClassVar[str]
+    # Built on first use (not parameters, so not annotated).
+    _extractor = None
+    _backbone_sha256 = None
+    _backbone_offsets = None
 
     def _validate_common(self) -> None:
-        if self.grid_origin not in GRID_ORIGINS:
-            raise InvalidParameterError(f"grid_origin must be one of {GRID_ORIGINS}, got {self.grid_origin!r}")
-        if self.coarse_sampling not in SAMPLINGS:
-            raise InvalidParameterError(f"coarse_sampling must be one of {SAMPLINGS}, got {self.coarse_sampling!r}")
         if int(self.batch_size) < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
         if int(self.patch_size) < 1 or int(self.patch_size) % 2 == 0:
@@ -58,20 +81,13 @@ class BackboneDetector(Detector):
         return self.extractor.info.to_dict()
 
     def _backbone_state(self) -> dict[str, Any]:
-        """What a bundle needs to rebuild the same backbone and grid: weights hash, offsets, grid
-        origin, sampling of the coarser layers."""
+        """What a bundle needs to rebuild the same backbone: weights hash and layer offsets."""
         info = self.extractor.info
-        return {"backbone_sha256": info.weights_sha256, "backbone_offsets": [list(o) for o in info.offsets],
-                "grid_origin": self.grid_origin, "coarse_sampling": self.coarse_sampling}
+        return {"backbone_sha256": info.weights_sha256, "backbone_offsets": [list(o) for o in info.offsets]}
 
     def _set_backbone_from_meta(self, meta: dict[str, Any]) -> None:
         self._backbone_sha256 = meta.get("backbone_sha256")
         self._backbone_offsets = meta.get("backbone_offsets")
-        # Bundles written before the grid origin was a parameter were fitted on the
-        # input-anchored grid; they keep it, so their banks and features still agree.
-        self.grid_origin = meta.get("grid_origin", "input")
-        # Likewise the coarser layers' sampling, bilinear before it was a parameter.
-        self.coarse_sampling = meta.get("coarse_sampling", "linear")
         self._extractor = None
 
     @property
@@ -98,13 +114,14 @@ class BackboneDetector(Detector):
 
     @property
     def feature_origin(self) -> tuple[float, float]:
-        """``(dy, dx)`` model pixel of the feature grid's cell ``(0, 0)`` (see ``grid_origin``).
+        """``(dy, dx)`` model pixel of the feature grid's cell ``(0, 0)``.
 
-        ``"layer"``: the receptive-field centre of the layer whose stride the grid has (the
-        finest layer when none has), so that layer's cells are taken as they are and only
-        the others are interpolated; ``"input"``: pixel ``(0, 0)``, which interpolates
-        every layer (the finest by about half a cell on EfficientNet-Lite0, a blur of the
-        finest features that costs image AUROC on fine textures, see docs/methods.md).
+        The receptive-field centre of the layer whose stride the grid has (the finest layer
+        when none has), so that layer's cells are taken as they are and only the others are
+        interpolated. (Anchoring the grid on pixel ``(0, 0)`` instead interpolates every
+        layer, the finest by about half a cell on EfficientNet-Lite0: a blur that costs
+        image AUROC on fine textures, see docs/methods.md; format-1 bundles fitted so are
+        refused by :func:`anomaly.bundle.migrate_manifest`.)
         """
         return self.origin_for(self.feature_stride)
 
@@ -115,8 +132,6 @@ class BackboneDetector(Detector):
 
     def origin_for(self, stride: int) -> tuple[float, float]:
         """:attr:`feature_origin` of a grid with ``stride``."""
-        if self.grid_origin == "input":
-            return (0.0, 0.0)
         ext = self.extractor
         matching = [i for i, r in enumerate(ext.reductions) if int(r) == int(stride)]
         dy, dx = ext.offsets[matching[0] if matching else 0]

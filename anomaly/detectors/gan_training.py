@@ -451,6 +451,7 @@ def plot_history(history: dict[str, list[float]], path: Path, title: str) -> Non
         path: Output file.
         title: Figure title.
     """
+    # Lazy: matplotlib is heavy to import and only this plot needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomaly.bundle import load_arrays, save_arrays
+from anomaly.arrays import load_arrays, save_arrays
 from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters
 from anomaly.detectors.gan_training import (
     FLIPS,

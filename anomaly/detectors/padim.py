@@ -16,14 +16,15 @@ Anomaly Detection and Localization", ICPR workshops 2020.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from anomaly.bundle import load_arrays, save_arrays
-from anomaly.detectors.base import AnomalyResult
+from anomaly.arrays import load_arrays, save_arrays
+from anomaly.detectors.base import AnomalyResult, hyperparameters
 from anomaly.detectors.deep import BackboneDetector
 from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.folds import assign_folds, score_out_of_fold
 from anomaly.imageio import ImageLike
 from anomaly.maps import model_resolution_map, to_image_map
 from anomaly.progress import progress
@@ -44,71 +45,39 @@ def channel_subset(total_channels: int, n_features: int, random_state: int) -> n
     return np.sort(rng.choice(int(total_channels), size=int(n_features), replace=False)).astype(np.int64)
 
 
+@hyperparameters
 class PaDiM(BackboneDetector):
     """PaDiM anomaly detector.
 
     Args:
-        backbone: timm backbone name.
+        backbone, image_size, resize, roi, smoothing_sigma, batch_size: As for
+            :class:`~anomaly.detectors.deep.BackboneDetector`.
         layers: Backbone stages combined (finest first).
-        image_size: Model input size, an int (square) or ``(height, width)``.
-        resize: ``"stretch"`` or ``"letterbox"``.
-        roi: Optional ``(x, y, w, h)`` region of interest.
         grid_stride: Feature-grid stride in model pixels (finer layers are average-pooled
             to it, coarser ones upsampled).
-        grid_origin: ``"layer"`` (default): the feature grid sits on the cells
-            (receptive-field centres) of the layer whose stride it has, which are used as
-            they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
-            interpolated to it (the only grid before this option; bundles from then keep it).
-        coarse_sampling: How the layers coarser than the feature grid are sampled at its
-            cells: ``"nearest"`` (default) gives each cell the coarser layer's cell whose
-            receptive-field centre is nearest, as PaDiM's own code does (it repeats each
-            coarse cell over the finer ones), so every position's Gaussian models real
-            feature vectors; ``"linear"`` interpolates bilinearly between four of them (the
-            only sampling before this option; bundles from then keep it). See
-            docs/methods.md.
         n_features: Size of the random channel subset.
         covariance_eps: Ridge added to every covariance's diagonal.
         patch_size: Neighbourhood of a local average before the Gaussian (1 = none, as in
             the paper).
-        smoothing_sigma: Gaussian sigma of the map, in model pixels.
-        batch_size: Images per backbone call.
         random_state: Seed of the channel subset.
+
+    Fixed, not a parameter (bundle format 2 dropped the option; format-1 bundles fitted
+    with bilinear sampling are refused, see :func:`anomaly.bundle.migrate_manifest`):
+    ``coarse_sampling = "nearest"``: each grid cell takes the coarser layers' cell whose
+    receptive-field centre is nearest, as PaDiM's own code does (it repeats each coarse
+    cell over the finer ones), so every position's Gaussian models real feature vectors.
+    See docs/methods.md.
     """
 
     name = "padim"
 
-    def __init__(
-        self,
-        *,
-        backbone: str = "efficientnet_lite0",
-        layers: Sequence[int] = (1, 2, 3),
-        image_size: int | Sequence[int] = 256,
-        resize: str = "stretch",
-        roi: Sequence[int] | None = None,
-        grid_stride: int = 8,
-        n_features: int = 100,
-        covariance_eps: float = 0.01,
-        patch_size: int = 1,
-        smoothing_sigma: float = 4.0,
-        batch_size: int = 16,
-        random_state: int = 0,
-        grid_origin: str = "layer",
-        coarse_sampling: str = "nearest",
-    ) -> None:
-        self.backbone = backbone
-        self.layers = layers
-        self.image_size = image_size
-        self.resize = resize
-        self.roi = roi
-        self.grid_stride = grid_stride
-        self.n_features = n_features
-        self.covariance_eps = covariance_eps
-        self.patch_size = patch_size
-        self.smoothing_sigma = smoothing_sigma
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.grid_origin = grid_origin
-        self.coarse_sampling = coarse_sampling
+    layers: Sequence[int] = (1, 2, 3)
+    grid_stride: int = 8
+    n_features: int = 100
+    covariance_eps: float = 0.01
+    patch_size: int = 1
+
+    coarse_sampling: ClassVar[str] = "nearest"
 
     def _validate_params(self) -> None:
         self._validate_common()
@@ -235,19 +204,10 @@ class PaDiM(BackboneDetector):
         subtracted from the totals, so each fold model costs one batched inversion. The
         final model, kept in ``self``, is the one :meth:`fit` gives on all images.
         Held-out images are scored through :meth:`score` of a model holding the fold
-        Gaussians, so their scores and maps are exactly what such a model gives.
-
-        Args:
-            images: Good images (arrays, paths or bytes).
-            n_folds: Number of folds (see :func:`anomaly.crossfit.assign_folds`).
-            random_state: Seed of the fold split.
-            max_map_side: Shrink returned maps to this long side (``None``: full size).
-
-        Returns:
-            Out-of-fold scores ``(N,)`` and maps, in input order.
+        Gaussians, so their scores and maps are exactly what such a model gives. Arguments
+        and result: the ``cross_fit_scores`` protocol of :mod:`anomaly.crossfit` (scores
+        ``(N,)`` and maps, in input order).
         """
-        from anomaly.crossfit import assign_folds, score_out_of_fold
-
         self._validate_params()
         images = list(images)
         folds = assign_folds(len(images), n_folds, random_state)

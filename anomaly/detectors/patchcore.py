@@ -26,15 +26,16 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from anomaly.bundle import load_arrays, save_arrays
+from anomaly.arrays import load_arrays, save_arrays
 from anomaly.coreset import StreamingCoreset
-from anomaly.detectors.base import AnomalyResult
+from anomaly.detectors.base import AnomalyResult, hyperparameters
 from anomaly.detectors.deep import BackboneDetector
-from anomaly.errors import InvalidParameterError
+from anomaly.errors import BundleError, InvalidParameterError
+from anomaly.folds import assign_folds, score_out_of_fold
 from anomaly.imageio import ImageLike
 from anomaly.knn import INDEX_TYPES, NearestNeighbours
 from anomaly.maps import model_resolution_map, to_image_map
@@ -92,15 +93,14 @@ def fine_owner(grid: tuple[int, int], stride: int, origin: tuple[float, float], 
     return owner
 
 
+@hyperparameters
 class PatchCore(BackboneDetector):
     """PatchCore anomaly detector.
 
     Args:
-        backbone: timm backbone name (weights found offline, see ``anomaly.features.weights``).
+        backbone, image_size, resize, roi, smoothing_sigma, batch_size: As for
+            :class:`~anomaly.detectors.deep.BackboneDetector`.
         layers: Backbone stages whose features are combined (two mid-level ones).
-        image_size: Model input size, an int (square) or ``(height, width)``.
-        resize: ``"stretch"`` or ``"letterbox"`` (keep aspect ratio, pad).
-        roi: Optional ``(x, y, w, h)`` region of interest in original pixels.
         patch_size: Neighbourhood of the local feature aggregation.
         channels_per_layer: Each layer's channels are averaged down to at most this many
             (PatchCore's adaptive average pooling, applied per layer) before they are
@@ -116,87 +116,50 @@ class PatchCore(BackboneDetector):
             (16 px from a 256 px input on), else the finest: the stride-8 layer is averaged
             over each 16 px cell, a quarter of the patches to search, because the search
             dominates scoring time after the backbone. Localisation is coarser, and the
-            grid's own image score averages small defects away; ``refine_cells`` (on by
-            default) searches the top cells again on the finest grid to recover them.
-            ``None`` keeps the finest grid.
-        grid_origin: ``"layer"`` (default): the feature grid sits on the cells
-            (receptive-field centres) of the layer whose stride it has, which are used as
-            they are; ``"input"``: cell ``(0, 0)`` on model pixel ``(0, 0)``, every layer
-            interpolated to it (the only grid before this option; bundles from then keep it).
-        coarse_sampling: How the layers coarser than the feature grid are sampled at its
-            cells: ``"linear"`` (default; bilinear, as PatchCore's own code resizes its
-            deeper layer) or ``"nearest"`` (the cell whose receptive-field centre is nearest).
+            grid's own image score averages small defects away, so on a grid coarser than
+            the finest the image score is refined (:attr:`refine_cells`).
         coreset_ratio: Fraction of training patches kept in the memory bank.
         max_bank_size: Cap on the bank size (bounds scoring time and memory); with a
             refined score, on the finest grid's bank, which gives the image score.
         projection_dim: Random-projection dimension for the coreset distances.
         num_neighbors: ``b`` of the paper's image-score reweighting.
         index: ``"flat"`` (exact) or ``"hnsw"`` (approximate) nearest-neighbour index.
-        smoothing_sigma: Gaussian sigma of the map, in model pixels.
-        batch_size: Images per backbone call.
         random_state: Seed of the coreset's projection and first centre.
-        refine_cells: Coarse-to-fine image score, on a grid coarser than the finest
-            layer's (the default 16 px grid): the ``refine_cells`` highest-scoring grid
-            cells are searched again on the finest grid, against a second memory bank
-            selected the same way from the finest grid's training patches (capped at
-            ``max_bank_size``), and the image score is eq. 7 on those finer patches. A
-            small defect that a 16 px cell averages down still lifts its cell into the top
-            few, and the finer search scores it at full strength: about 32 more queries
-            per image, where searching the whole finest grid would add 768. The map stays
-            on the grid. ``0``: the grid's own image score (bundles written before this
-            option load with 0). What it buys and costs: docs/methods.md.
-        coarse_bank_size: Cap on the grid's bank when the score is refined (it then only
-            ranks the cells and draws the map); ``None``: ``max_bank_size``. Its search,
-            256 queries per 256 px image, is the larger one: 1,024 instead of 2,048 pays
-            for the refinement's search.
+
+    Fixed choices, not parameters (bundle format 2 dropped them as options: no default
+    needed another value; format-1 bundles fitted otherwise are refused, see
+    :func:`anomaly.bundle.migrate_manifest`):
+
+    * ``coarse_sampling = "linear"``: the layers coarser than the grid are sampled
+      bilinearly at its cells, as PatchCore's own code resizes its deeper layer;
+    * ``refine_cells = 8``: coarse-to-fine image score on a grid coarser than the finest
+      layer's (the default 16 px grid): the 8 highest-scoring grid cells are searched
+      again on the finest grid, against a second memory bank selected the same way from
+      the finest grid's training patches (capped at ``max_bank_size``), and the image
+      score is eq. 7 on those finer patches. A small defect that a 16 px cell averages
+      down still lifts its cell into the top few, and the finer search scores it at full
+      strength: about 32 more queries per image, where searching the whole finest grid
+      would add 768. The map stays on the grid. What it buys and costs: docs/methods.md;
+    * ``coarse_bank_size = 1024``: cap on the grid's bank when the score is refined (it
+      then only ranks the cells and draws the map). Its search, 256 queries per 256 px
+      image, is the larger one: 1,024 instead of 2,048 pays for the refinement's search.
     """
 
     name = "patchcore"
 
-    def __init__(
-        self,
-        *,
-        backbone: str = "efficientnet_lite0",
-        layers: Sequence[int] = (2, 3),
-        image_size: int | Sequence[int] = 256,
-        resize: str = "stretch",
-        roi: Sequence[int] | None = None,
-        patch_size: int = 3,
-        channels_per_layer: int | None = None,
-        grid_stride: int | str | None = "auto",
-        coreset_ratio: float = 0.1,
-        max_bank_size: int = 2048,
-        projection_dim: int = 128,
-        num_neighbors: int = 9,
-        index: str = "flat",
-        smoothing_sigma: float = 4.0,
-        batch_size: int = 16,
-        random_state: int = 0,
-        grid_origin: str = "layer",
-        coarse_sampling: str = "linear",
-        refine_cells: int = 8,
-        coarse_bank_size: int | None = 1024,
-    ) -> None:
-        self.backbone = backbone
-        self.layers = layers
-        self.image_size = image_size
-        self.resize = resize
-        self.roi = roi
-        self.patch_size = patch_size
-        self.channels_per_layer = channels_per_layer
-        self.grid_stride = grid_stride
-        self.coreset_ratio = coreset_ratio
-        self.max_bank_size = max_bank_size
-        self.projection_dim = projection_dim
-        self.num_neighbors = num_neighbors
-        self.index = index
-        self.smoothing_sigma = smoothing_sigma
-        self.batch_size = batch_size
-        self.random_state = random_state
-        self.grid_origin = grid_origin
-        self.coarse_sampling = coarse_sampling
-        self.refine_cells = refine_cells
-        self.coarse_bank_size = coarse_bank_size
+    layers: Sequence[int] = (2, 3)
+    patch_size: int = 3
+    channels_per_layer: int | None = None
+    grid_stride: int | str | None = "auto"
+    coreset_ratio: float = 0.1
+    max_bank_size: int = 2048
+    projection_dim: int = 128
+    num_neighbors: int = 9
+    index: str = "flat"
+
+    coarse_sampling: ClassVar[str] = "linear"
+    refine_cells: ClassVar[int] = 8
+    coarse_bank_size: ClassVar[int] = 1024
 
     def _validate_params(self) -> None:
         self._validate_common()
@@ -208,17 +171,13 @@ class PatchCore(BackboneDetector):
             raise InvalidParameterError(f"index must be one of {INDEX_TYPES}, got {self.index!r}")
         if int(self.max_bank_size) < 1:
             raise InvalidParameterError(f"max_bank_size must be >= 1, got {self.max_bank_size}")
-        if self.coarse_bank_size is not None and int(self.coarse_bank_size) < 1:
-            raise InvalidParameterError(f"coarse_bank_size must be >= 1 or None, got {self.coarse_bank_size}")
-        if not isinstance(self.refine_cells, (int, np.integer)) or isinstance(self.refine_cells, bool) \
-                or self.refine_cells < 0:
-            raise InvalidParameterError(f"refine_cells must be an integer >= 0, got {self.refine_cells!r}")
-        if self.grid_stride is not None and self.grid_stride != "auto":
-            finest = int(self.extractor.reductions[0])
-            if (isinstance(self.grid_stride, str) or int(self.grid_stride) < finest
-                    or int(self.grid_stride) % finest):
-                raise InvalidParameterError(f"grid_stride must be 'auto', null or a multiple of the finest "
-                                            f"layer's stride {finest}, got {self.grid_stride!r}")
+        stride = self.grid_stride
+        if stride is not None and stride != "auto" and (
+                isinstance(stride, (str, bool)) or not float(stride).is_integer() or int(stride) < 1):
+            # Whether it is a multiple of the finest layer's stride is checked by
+            # feature_stride, where the backbone is known.
+            raise InvalidParameterError(f"grid_stride must be 'auto', null or a positive multiple of the "
+                                        f"finest layer's stride, got {stride!r}")
         if self.channels_per_layer is not None and int(self.channels_per_layer) < 1:
             raise InvalidParameterError(f"channels_per_layer must be >= 1 or None, got {self.channels_per_layer}")
 
@@ -229,14 +188,20 @@ class PatchCore(BackboneDetector):
             return finest
         if self.grid_stride == "auto":
             return 2 * finest if min(self.geometry.size) // (2 * finest) >= MIN_AUTO_GRID_CELLS else finest
+        if int(self.grid_stride) % finest:
+            raise InvalidParameterError(f"grid_stride must be 'auto', null or a multiple of the finest "
+                                        f"layer's stride {finest}, got {self.grid_stride!r}")
         return int(self.grid_stride)
 
     @property
     def fine_stride(self) -> int | None:
         """Stride of the refining grid (the finest layer's), or ``None`` when the image
-        score is the grid's own (``refine_cells == 0`` or the grid is the finest)."""
+        score is the grid's own (the grid is the finest). Without a backbone when
+        ``grid_stride`` is ``None``."""
+        if self.grid_stride is None or int(self.refine_cells) <= 0:
+            return None
         finest = int(self.extractor.reductions[0])
-        return finest if int(self.refine_cells) > 0 and self.feature_stride > finest else None
+        return finest if self.feature_stride > finest else None
 
     @property
     def _strides(self) -> tuple[int, ...]:
@@ -247,7 +212,7 @@ class PatchCore(BackboneDetector):
     def _new_coreset(self, share: float = 1.0, *, coarse: bool = False) -> StreamingCoreset:
         """A coreset stream for the bank that gives the image score, or with ``coarse`` for
         the grid's bank of a refined score (capped at ``coarse_bank_size``)."""
-        cap = self.coarse_bank_size if coarse and self.coarse_bank_size is not None else self.max_bank_size
+        cap = self.coarse_bank_size if coarse else self.max_bank_size
         return StreamingCoreset(ratio=float(self.coreset_ratio), max_size=int(cap),
                                 projection_dim=int(self.projection_dim), random_state=int(self.random_state),
                                 share=share)
@@ -405,14 +370,16 @@ class PatchCore(BackboneDetector):
         self.coreset_selection_ = meta.get("coreset_selection")  # absent from bundles before it was recorded
         self._knn = NearestNeighbours(index=self.index).load(directory / meta.get("index_file", "bank.faiss"))
         self.fine_bank_ = self.fine_bank_neighbors_ = self._fine_knn = None
+        self._set_backbone_from_meta(meta)
         if fine:
             self.fine_bank_ = arrays["fine_memory_bank"].astype(np.float32)
             self.fine_bank_neighbors_ = arrays["fine_bank_neighbors"]
             self._fine_knn = NearestNeighbours(index=self.index).load(directory / meta["fine_index_file"])
-        elif self.grid_stride is not None and int(self.refine_cells) > 0:
-            # Written before the coarse-to-fine score: the grid's own image score, as then.
-            self.refine_cells = 0
-        self._set_backbone_from_meta(meta)
+        elif self.fine_stride is not None:  # builds the backbone, unless grid_stride is None
+            raise BundleError(
+                f"{directory}: this PatchCore was fitted without the finest-grid bank that refines its image "
+                "score (a format-1 bundle from before the coarse-to-fine score, or with refine_cells=0); "
+                "that scoring was removed: retrain the model")
 
     # -- cross-fitting (anomaly.crossfit protocol) ------------------------------------------
     def cross_fit_scores(
@@ -436,15 +403,13 @@ class PatchCore(BackboneDetector):
 
         Args:
             images: Good images (arrays, paths or bytes).
-            n_folds: Number of folds (see :func:`anomaly.crossfit.assign_folds`).
+            n_folds: Number of folds (see :func:`anomaly.folds.assign_folds`).
             random_state: Seed of the fold split.
             max_map_side: Shrink returned maps to this long side (``None``: full size).
 
         Returns:
             Out-of-fold scores ``(N,)`` and maps, in input order.
         """
-        from anomaly.crossfit import assign_folds, score_out_of_fold
-
         self._validate_params()
         images = list(images)
         folds = assign_folds(len(images), n_folds, random_state)

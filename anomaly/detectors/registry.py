@@ -25,9 +25,15 @@ _EXTRA: dict[str, type[Detector]] = {}
 
 
 def register(cls: type[Detector]) -> type[Detector]:
-    """Class decorator registering a detector under its ``name`` (for plug-ins and tests)."""
+    """Class decorator registering a detector under its ``name`` (for plug-ins and tests).
+
+    Raises:
+        InvalidParameterError: no name, or hyper-parameters not declared with
+            :func:`~anomaly.detectors.base.hyperparameters`.
+    """
     if not cls.name:
         raise InvalidParameterError(f"{cls.__name__} has no name to register under")
+    cls.param_names()  # refuses a class whose parameters are not declared with @hyperparameters
     _EXTRA[cls.name] = cls
     return cls
 
@@ -60,7 +66,7 @@ def get_detector_class(name: str) -> type[Detector]:
 
 
 def create_detector(name: str, params: dict[str, Any] | None = None) -> Detector:
-    """Construct a detector by name from a dict of hyper-parameters.
+    """Construct a detector by name from a dict of hyper-parameters (values checked by ``fit``).
 
     Raises:
         UnknownDetectorError: unknown name.
@@ -68,13 +74,35 @@ def create_detector(name: str, params: dict[str, Any] | None = None) -> Detector
     """
     cls = get_detector_class(name)
     params = dict(params or {})
-    allowed = set(cls._param_names())
+    allowed = set(cls.param_names())
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidParameterError(
             f"{name} does not take parameter(s) {', '.join(unknown)}; it takes: {', '.join(sorted(allowed))}"
         )
     return cls(**params)
+
+
+def check_params(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Check hyper-parameters for a detector before any training: names and values.
+
+    Nothing is fitted, no backbone is built and no weight file is read (importing the
+    detector's module may import torch).
+
+    Args:
+        name: Registry name.
+        params: Hyper-parameters; those left out take their defaults.
+
+    Returns:
+        Every hyper-parameter, defaults filled in, JSON-able: what the detector's
+        ``get_params()`` and a bundle's manifest will hold.
+
+    Raises:
+        UnknownDetectorError: unknown name, listing the known ones.
+        InvalidParameterError: a parameter the detector does not take (listing those it
+            takes), or a bad value.
+    """
+    return create_detector(name, params).check_params()
 
 
 def _module_exists(module: str) -> bool:

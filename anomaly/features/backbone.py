@@ -79,7 +79,7 @@ class FeatureExtractor:
         expected_sha256: str | None = None,
         offsets: Sequence[Sequence[float]] | None = None,
     ) -> None:
-        import timm
+        import timm  # lazy: a slow import, needed only when a backbone is built
 
         self.name = name
         self.layers = [int(i) for i in layers]
@@ -164,7 +164,7 @@ def fold_batchnorm(model: nn.Module) -> int:
     Returns:
         How many norms were folded.
     """
-    from timm.layers import BatchNormAct2d
+    from timm.layers import BatchNormAct2d  # lazy, as in FeatureExtractor
 
     folded = 0
     for parent in list(model.modules()):
@@ -235,7 +235,7 @@ def receptive_field_offsets(extractor: "FeatureExtractor", cache_key: str, size:
 
 def _state_dict_for(model: torch.nn.Module, weights: WeightsFile) -> dict[str, torch.Tensor]:
     if weights.path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: only for .safetensors weight files
 
         source = load_file(str(weights.path))
     else:

@@ -93,7 +93,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _hf_cache_file(name: str) -> Path | None:
-    try:
+    try:  # lazy and optional: slow imports, and huggingface_hub may be absent
         import timm
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
