@@ -4,21 +4,8 @@ No defect sample is needed: the thresholds come from scores of good images that 
 did not train on (cross-fitting, see :mod:`anomaly.training`), through a tail estimate
 suited to small samples.
 
-Tail estimate (peaks over threshold). With the ``n`` cross-fitted good scores sorted, the
-top ``m = max(5, ceil(0.2 n))`` (at most ``n - 1``) are modelled as exceedances over
-``u``, the next score down, by a generalised Pareto distribution (Pickands 1975;
-Davison & Smith 1990): ``P(S > u + y) = (m / n) * (1 + xi * y / sigma) ** (-1 / xi)``.
-With ``m >= 20`` the shape ``xi`` is estimated by probability-weighted moments (Hosking &
-Wallis, Technometrics 1987), clipped to ``[-0.5, 0.45]``; with fewer exceedances it is fixed
-at 0 (an exponential tail, the Gumbel domain that maxima of patch distances fall in) and
-``sigma`` is the mean excess (its maximum-likelihood estimate). A rate of at least ``m/n``
-lies inside the sample and is read from the empirical quantile instead. So with 20 good
-images and a 1 % target the threshold is an extrapolation, and the figures say so: the
-Clopper-Pearson interval of the false-reject rate is computed from the count of
-cross-fitted good scores at or above ``t_ng``, and a bootstrap interval of the tail
-model's rate at ``t_ng`` is given beside it.
-
-A calibration is a plain JSON dict stored in the bundle manifest::
+The tail estimate and the intervals are in :mod:`anomaly.tails`. A :class:`Calibration` is stored in the bundle manifest as this JSON dict (``to_dict`` /
+``from_manifest``)::
 
     {
       "method": str,                 how the thresholds were derived, in words
@@ -48,152 +35,116 @@ A calibration is a plain JSON dict stored in the bundle manifest::
       "pixel_size_mm": float|None,   size of one image pixel, for region measures in mm
       "grading": {...},              region rules, see anomaly.grading
       "detection": {...},            synthetic-defect detection estimate, see anomaly.detection_estimate
+      "alignment_refused": {...},    goods not aligned out of fold (classical models), see anomaly.training
       "history": [...]               threshold moves since training (anomaly.thresholds)
     }
 
 On the calibrated scale a typical good part sits near 0 and the NG threshold is always at
 1.0, whatever the model, so an integrator can compare numbers across models and versions.
 
-numpy only (scipy's incomplete beta function is imported when an interval is asked for).
+numpy only.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
 from anomaly.errors import InvalidParameterError
+from anomaly.tails import bootstrap_rate_interval, clopper_pearson, fit_tail, tail_quantile, tail_rate
 
 VERDICTS = ("GOOD", "REVIEW", "NG")
 NG_AT = 1.0
-
-#: Fewest exceedances the tail is fitted to, and the share of the sample they are at least.
-MIN_EXCEEDANCES = 5
-TAIL_FRACTION = 0.2
-#: From this many exceedances on the GPD shape is estimated; below, the tail is exponential.
-MIN_EXCEEDANCES_FOR_SHAPE = 20
-XI_RANGE = (-0.5, 0.45)
 #: Review rate used when none is given, as a multiple of the target false-reject rate.
 DEFAULT_REVIEW_FACTOR = 3.0
 
 
-def verdict(score: float, calibration: dict[str, Any]) -> str:
-    """GOOD below ``t_review``, NG at or above ``t_ng``, REVIEW between."""
-    if not calibration or calibration.get("t_ng") is None:
-        raise InvalidParameterError("the model has no calibrated thresholds; calibrate it first")
-    if score >= calibration["t_ng"]:
-        return "NG"
-    if score >= calibration.get("t_review", calibration["t_ng"]):
-        return "REVIEW"
-    return "GOOD"
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """A model's thresholds, the good sample they came from, and what they are expected to cost.
 
-
-def calibrated_score(score: float, calibration: dict[str, Any]) -> float:
-    """The score on the calibrated scale where the NG threshold sits at 1.0."""
-    scale = calibration.get("scale") or {}
-    center = float(scale.get("center", 0.0))
-    span = float(calibration["t_ng"]) - center
-    if span <= 0:
-        return float(score >= calibration["t_ng"])
-    return float((score - center) / span * NG_AT)
-
-
-# -- interval and tail estimates ------------------------------------------------------------
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) two-sided interval of a binomial proportion ``k / n``."""
-    from scipy.special import betaincinv
-
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= k <= n:
-        raise InvalidParameterError(f"k must be in [0, n={n}], got {k}")
-    a = (1.0 - confidence) / 2.0
-    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, a))
-    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1.0 - a))
-    return lo, hi
-
-
-def fit_tail(scores: Sequence[float]) -> dict[str, Any]:
-    """Fit the upper tail of a score sample (see the module docstring).
-
-    Args:
-        scores: ``(n,)`` scores, ``n >= 2``.
-
-    Returns:
-        ``{"u", "p_u", "xi", "sigma", "m", "n", "estimator"}``: exceedance level, the
-        sample's share above it, GPD shape and scale, how many exceedances, sample size.
+    Immutable: a threshold move makes a new one (:func:`anomaly.thresholds.recalibrate`).
+    Field meanings are in the module docstring; ``extra`` keeps manifest keys this version
+    does not know, so a manifest read and written again loses nothing.
     """
-    x = np.sort(np.asarray(scores, dtype=np.float64))
-    n = x.size
-    if n < 2:
-        raise InvalidParameterError(f"a tail needs at least 2 good scores, got {n}")
-    if not np.all(np.isfinite(x)):
-        raise InvalidParameterError("good scores must be finite")
-    m = int(min(n - 1, max(MIN_EXCEEDANCES, math.ceil(TAIL_FRACTION * n))))
-    u = float(x[n - m - 1])
-    y = x[n - m:] - u
-    a0 = float(y.mean())
-    if m >= MIN_EXCEEDANCES_FOR_SHAPE and a0 > 0:
-        # Hosking & Wallis (1987): a1 = E[Y (1 - F(Y))] with plotting positions (i - 0.35) / m.
-        p = (np.arange(1, m + 1) - 0.35) / m
-        a1 = float(np.mean(y * (1.0 - p)))
-        xi = 2.0 - a0 / (a0 - 2.0 * a1) if a0 - 2.0 * a1 > 0 else XI_RANGE[1]
-        xi = float(np.clip(xi, *XI_RANGE))
-        estimator = "gpd-pwm"
-    else:
-        xi, estimator = 0.0, "exponential-mle"
-    # The GPD mean is sigma / (1 - xi): the scale that keeps the mean excess.
-    sigma = max(a0 * (1.0 - xi), 1e-12 * max(1.0, abs(u)))
-    return {"u": u, "p_u": m / n, "xi": xi, "sigma": float(sigma), "m": m, "n": n, "estimator": estimator,
-            "tail_fraction": TAIL_FRACTION}
 
+    t_ng: float | None = None
+    t_review: float | None = None
+    pixel_threshold: float | None = None
+    map_floor: float | None = None
+    method: str = ""
+    good_scores: list[float] = field(default_factory=list)
+    good_map_maxima: list[float] | None = None
+    n_good: int = 0
+    n_folds: int | None = None
+    split_seed: int | None = None
+    target_frr: float | None = None
+    review_rate: float | None = None
+    pixel_rate: float | None = None
+    tail: dict[str, Any] | None = None
+    pixel_tail: dict[str, Any] | None = None
+    scale: dict[str, float] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    pixel_size_mm: float | None = None
+    grading: dict[str, Any] | None = None
+    detection: dict[str, Any] | None = None
+    alignment_refused: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-def tail_quantile(scores: Sequence[float], rate: float, tail: dict[str, Any] | None = None) -> float:
-    """Score above which a share ``rate`` of good parts is expected to fall.
+    @classmethod
+    def from_manifest(cls, data: dict[str, Any] | None) -> "Calibration":
+        """The calibration stored in a manifest (``manifest["calibration"]``; ``None``: uncalibrated)."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: data.pop(k) for k in list(data) if k in known}
+        return cls(**{k: v for k, v in values.items() if v is not None}, extra=data)
 
-    Inside the sample (``rate >= m / n``) the empirical quantile (Weibull plotting
-    positions); in the tail the fitted GPD.
-    """
-    if not 0.0 < rate < 1.0:
-        raise InvalidParameterError(f"rate must be in (0, 1), got {rate}")
-    tail = tail or fit_tail(scores)
-    if rate >= tail["p_u"]:
-        return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - rate, method="weibull"))
-    ratio = tail["p_u"] / rate
-    xi, sigma = tail["xi"], tail["sigma"]
-    excess = sigma * math.log(ratio) if abs(xi) < 1e-9 else sigma / xi * (ratio ** xi - 1.0)
-    return float(tail["u"] + excess)
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the manifest (unknown keys read earlier included)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**self.extra, **out}
 
+    def replace(self, **changes: Any) -> "Calibration":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
 
-def tail_rate(scores: Sequence[float], t: float, tail: dict[str, Any] | None = None) -> float:
-    """Expected share of good parts scoring at or above ``t`` (inverse of :func:`tail_quantile`)."""
-    x = np.asarray(scores, dtype=np.float64)
-    tail = tail or fit_tail(x)
-    if t <= tail["u"]:
-        return float(np.mean(x >= t))
-    y = t - tail["u"]
-    xi, sigma = tail["xi"], tail["sigma"]
-    if abs(xi) < 1e-9:
-        return float(tail["p_u"] * math.exp(-y / sigma))
-    base = 1.0 + xi * y / sigma
-    if base <= 0:  # beyond the end point of a bounded (xi < 0) tail
-        return 0.0
-    return float(tail["p_u"] * base ** (-1.0 / xi))
+    def verdict(self, score: float) -> str:
+        """GOOD below ``t_review``, NG at or above ``t_ng``, REVIEW between.
 
+        Raises:
+            InvalidParameterError: the model has no thresholds.
+        """
+        if self.t_ng is None:
+            raise InvalidParameterError("the model has no calibrated thresholds; calibrate it first")
+        if score >= self.t_ng:
+            return "NG"
+        if score >= (self.t_ng if self.t_review is None else self.t_review):
+            return "REVIEW"
+        return "GOOD"
 
-def bootstrap_rate_interval(scores: Sequence[float], t: float, *, n_boot: int = 300, level: float = 0.90,
-                            random_state: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the tail model's rate at a fixed threshold ``t``."""
-    x = np.asarray(scores, dtype=np.float64)
-    rng = np.random.default_rng(random_state)
-    rates = np.empty(n_boot)
-    for b in range(n_boot):
-        sample = x[rng.integers(0, x.size, x.size)]
-        rates[b] = tail_rate(sample, t, fit_tail(sample)) if np.ptp(sample) > 0 else float(np.mean(sample >= t))
-    a = (1.0 - level) / 2.0
-    return float(np.quantile(rates, a)), float(np.quantile(rates, 1.0 - a))
+    def calibrated(self, score: float) -> float:
+        """The score on the calibrated scale where the NG threshold sits at 1.0 (and a typical good part near 0)."""
+        if self.t_ng is None:
+            raise InvalidParameterError("the model has no calibrated thresholds; calibrate it first")
+        center = float(self.scale.get("center", 0.0))
+        span = float(self.t_ng) - center
+        if span <= 0:
+            return float(score >= self.t_ng)
+        return float((score - center) / span * NG_AT)
+
+    def colour_scale(self, amap: np.ndarray) -> tuple[float, float, float]:
+        """The overlay's colour scale for a map ``(H, W)``: ``(low, high, contour)``.
+
+        From the good-map level (``map_floor``) to twice the pixel threshold, the contour at
+        the pixel threshold, so colours mean the same on every part; a model without a pixel
+        threshold uses the map's own 99th percentile.
+        """
+        pixel = self.pixel_threshold or float(np.percentile(amap, 99))
+        return float(self.map_floor or 0.0), 2.0 * float(pixel), float(pixel)
 
 
 # -- calibration from good scores ---------------------------------------------------------------
@@ -207,7 +158,7 @@ def calibrate(
     pixel_rate: float | None = None,
     n_folds: int | None = None,
     split_seed: int | None = None,
-) -> dict[str, Any]:
+) -> Calibration:
     """Thresholds from cross-fitted good scores (see the module docstring).
 
     Args:
@@ -226,7 +177,7 @@ def calibrate(
         split_seed: Seed of the fold split (recorded).
 
     Returns:
-        The calibration dict.
+        The calibration (no grading, pixel size or detection estimate yet: training adds them).
     """
     scores = np.asarray(good_scores, dtype=np.float64).reshape(-1)
     if scores.size < 2:
@@ -256,36 +207,43 @@ def calibrate(
         floor = float(np.median(np.asarray(good_map_values, dtype=np.float64)))
 
     center = float(np.median(scores))
-    cal: dict[str, Any] = {
-        "method": (
+    cal = Calibration(
+        method=(
             f"{'cross-fitted' if n_folds else 'held-out'} good scores"
             + (f" ({n_folds} folds)" if n_folds else "")
             + f"; t_ng at a {target_frr:.3%} tail rate, t_review at {target_frr + review_rate:.3%}, "
             f"from the {tail['estimator']} tail fit over the top {tail['m']} of {tail['n']} "
             "(empirical quantile inside the sample); pixel threshold the same way from good-map maxima"
         ),
-        "t_review": float(t_review),
-        "t_ng": float(t_ng),
-        "pixel_threshold": pixel,
-        "map_floor": floor,
-        "good_scores": scores.tolist(),
-        "good_map_maxima": None if maxima is None else maxima.tolist(),
-        "n_good": int(scores.size),
-        "n_folds": n_folds,
-        "split_seed": split_seed,
-        "target_frr": float(target_frr),
-        "review_rate": float(review_rate),
-        "pixel_rate": float(pixel_rate),
-        "tail": tail,
-        "pixel_tail": pixel_tail,
-        "scale": {"center": center, "ng_at": NG_AT},
-    }
-    cal["expected"] = threshold_figures(cal)
-    cal["scale"]["review_at"] = calibrated_score(t_review, cal)
-    return cal
+        t_review=float(t_review),
+        t_ng=float(t_ng),
+        pixel_threshold=pixel,
+        map_floor=floor,
+        good_scores=scores.tolist(),
+        good_map_maxima=None if maxima is None else maxima.tolist(),
+        n_good=int(scores.size),
+        n_folds=n_folds,
+        split_seed=split_seed,
+        target_frr=float(target_frr),
+        review_rate=float(review_rate),
+        pixel_rate=float(pixel_rate),
+        tail=tail,
+        pixel_tail=pixel_tail,
+        scale={"center": center, "ng_at": NG_AT},
+    )
+    return with_figures(cal)
 
 
-def threshold_figures(calibration: dict[str, Any]) -> dict[str, Any]:
+def with_figures(cal: Calibration) -> Calibration:
+    """``cal`` with its expected figures and the calibrated position of ``t_review`` recomputed."""
+    expected = threshold_figures(cal) if len(cal.good_scores) >= 2 else cal.expected
+    scale = {"center": 0.0, "ng_at": NG_AT, **cal.scale}
+    cal = cal.replace(expected=expected, scale=scale)
+    return cal.replace(scale={**scale, "review_at": cal.calibrated(cal.t_review if cal.t_review is not None
+                                                                   else cal.t_ng)})
+
+
+def threshold_figures(cal: Calibration) -> dict[str, Any]:
     """What the stored thresholds are expected to cost, from the stored good sample.
 
     Returns:
@@ -294,11 +252,12 @@ def threshold_figures(calibration: dict[str, Any]) -> dict[str, Any]:
         ``crossfit_rejects``, ``n_good``, ``review_fraction`` (tail-model share in
         REVIEW), ``crossfit_review``, and ``region_rate`` when there is a pixel threshold.
     """
-    scores = np.asarray(calibration.get("good_scores") or [], dtype=np.float64)
+    scores = np.asarray(cal.good_scores or [], dtype=np.float64)
     if scores.size < 2:
         return {}
-    tail = calibration.get("tail") or fit_tail(scores)
-    t_ng, t_review = float(calibration["t_ng"]), float(calibration.get("t_review", calibration["t_ng"]))
+    tail = cal.tail or fit_tail(scores)
+    t_ng = float(cal.t_ng)
+    t_review = t_ng if cal.t_review is None else float(cal.t_review)
     k = int(np.sum(scores >= t_ng))
     frr = tail_rate(scores, t_ng, tail)
     out: dict[str, Any] = {
@@ -310,7 +269,7 @@ def threshold_figures(calibration: dict[str, Any]) -> dict[str, Any]:
         "review_fraction": max(0.0, tail_rate(scores, t_review, tail) - frr),
         "crossfit_review": int(np.sum((scores >= t_review) & (scores < t_ng))),
     }
-    maxima = calibration.get("good_map_maxima")
-    if calibration.get("pixel_threshold") is not None and maxima and len(maxima) >= 2:
-        out["region_rate"] = tail_rate(maxima, float(calibration["pixel_threshold"]), calibration.get("pixel_tail"))
+    maxima = cal.good_map_maxima
+    if cal.pixel_threshold is not None and maxima and len(maxima) >= 2:
+        out["region_rate"] = tail_rate(maxima, float(cal.pixel_threshold), cal.pixel_tail)
     return out

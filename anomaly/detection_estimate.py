@@ -30,9 +30,10 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from anomaly.crossfit import score_or_refuse
+from anomaly.calibration import Calibration
 from anomaly.detectors.base import Detector
 from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.folds import score_or_refuse
 from anomaly.imageio import ImageLike, as_image
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def default_sizes(shorter_side: int) -> list[float]:
 def estimate_detection(
     detector: Detector,
     images: Sequence[ImageLike],
-    calibration: dict[str, Any],
+    calibration: Calibration,
     *,
     kinds: Sequence[str] | None = None,
     sizes: Sequence[float] | None = None,
@@ -65,7 +66,7 @@ def estimate_detection(
     Args:
         detector: The fitted detector.
         images: Good images to put defects into (a few are enough; they are cycled).
-        calibration: The calibration dict (``t_ng``, ``t_review``, ``pixel_threshold``).
+        calibration: The thresholds the samples are judged at.
         kinds: Defect kinds (default: every kind of :data:`anomaly.synthesis.KINDS`).
         sizes: Defect sizes in pixels (longest extent); default :func:`default_sizes` of
             the smallest shorter side among ``images``.
@@ -136,7 +137,7 @@ def estimate_detection(
     return out
 
 
-def detection_rates(detection: dict[str, Any], calibration: dict[str, Any], *,
+def detection_rates(detection: dict[str, Any], calibration: Calibration, *,
                     pixel_size_mm: float | None = None) -> dict[str, Any]:
     """Rates of stored synthetic samples at the calibration's thresholds.
 
@@ -144,9 +145,9 @@ def detection_rates(detection: dict[str, Any], calibration: dict[str, Any], *,
         ``{"rates": {kind: {size: {"n", "ng", "flagged", "located"}}}, "min_size_90":
         {kind or "all": size_px or None}, "summary": str}``.
     """
-    t_ng = float(calibration["t_ng"])
-    t_review = float(calibration.get("t_review", t_ng))
-    pixel = calibration.get("pixel_threshold")
+    t_ng = float(calibration.t_ng)
+    t_review = t_ng if calibration.t_review is None else float(calibration.t_review)
+    pixel = calibration.pixel_threshold
     samples = detection.get("samples") or []
     rates: dict[str, dict[str, dict[str, float]]] = {}
     for kind in list(detection.get("kinds") or []) + ["all"]:
@@ -186,12 +187,11 @@ def _smallest(per_size: dict[str, dict[str, float]]) -> float | None:
     return best
 
 
-def _summary(rates, smallest, calibration: dict[str, Any], pixel_size_mm: float | None) -> str:
-    expected = calibration.get("expected") or {}
-    frr = expected.get("frr", calibration.get("target_frr"))
+def _summary(rates, smallest, calibration: Calibration, pixel_size_mm: float | None) -> str:
+    frr = calibration.expected.get("frr", calibration.target_frr)
     unit = (lambda s: f"{s * pixel_size_mm:.3g} mm") if pixel_size_mm else (lambda s: f"{s:g} px")
     head = f"at this threshold about {frr:.2%} of good parts are rejected" if frr is not None else "at this threshold"
-    refused = calibration.get("alignment_refused")
+    refused = calibration.alignment_refused
     if refused and frr is not None:
         head = (f"at this threshold about {frr:.2%} of the good parts that align are rejected, and "
                 f"{refused['rate']:.1%} of good parts did not align ({refused['k']} of {refused['n']} out of fold)")

@@ -1,8 +1,9 @@
 """``anomaly eval``: fit on ``train/good``, score every test image alone, measure.
 
 Timing is interleaved per test image so that machine noise hits every figure alike:
-for each image, (1) decoding its file bytes alone, (2) the end-to-end score (file bytes to
-score and full-resolution map), (3) the backbone's own forward on that image's prepared
+for each image, (1) decoding its file bytes alone, (2) the end-to-end inspection (file bytes
+to verdict, full-resolution map and regions, :func:`anomaly.inspect.inspect` on the stored
+bundle, as the service calls it), (3) the backbone's own forward on that image's prepared
 input, when the detector has a backbone. ``peak_rss_mb`` is the process's peak resident
 memory over fit and scoring.
 
@@ -19,7 +20,8 @@ figures per defect folder.
 
 A test part that the detector cannot align to its template
 (:class:`~anomaly.errors.AlignmentError`, the classical models) gets the service's verdict
-``ALIGNMENT_FAILED``: it is rejected, so it ranks above every scored image in the image
+``ALIGNMENT_FAILED``, one whose size or colour the model does not accept
+(:class:`~anomaly.accepted_input.InputGeometryError`) ``INPUT_REFUSED``: it is rejected, so it ranks above every scored image in the image
 figures and counts as rejected at the thresholds; it has no map, so the pixel and region
 figures are over the images scored. ``n_refused`` and ``refused`` (image, defect type,
 error) list them. ``image_scores`` holds every test image's raw score (``None`` where
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,15 +40,20 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from anomaly.calibration import clopper_pearson, verdict
+from anomaly.accepted_input import InputGeometryError
+from anomaly.bundle import load_bundle
+from anomaly.calibration import Calibration
 from anomaly.datasets import MVTecCategory
-from anomaly.errors import AlignmentError
-from anomaly.grading import grade, min_area_px
+from anomaly.errors import AlignmentError, AnomalyError
+from anomaly.grading import min_area_px
 from anomaly.imageio import decode_image
+from anomaly.inspect import Inspection, inspect
 from anomaly.metrics import PixelMetrics, f1_max, image_auroc, quantile_thresholds, rank_refused_above
-from anomaly.regions import find_regions, region_mask
 from anomaly.progress import progress
-from anomaly.training import train
+from anomaly.regions import region_mask
+from anomaly.store import ModelStore
+from anomaly.tails import clopper_pearson
+from anomaly.training import TrainingOptions, train_into
 
 log = logging.getLogger(__name__)
 
@@ -64,55 +72,41 @@ def evaluate(
     detector_name: str,
     *,
     params: dict[str, Any] | None = None,
-    target_frr: float = 0.01,
-    review_rate: float | None = None,
-    pixel_rate: float | None = None,
-    n_folds: int = 5,
-    seed: int = 0,
-    limit_train: int | None = None,
-    pixel_size_mm: float | None = None,
-    grading: dict[str, Any] | None = None,
-    detection: bool = True,
+    options: TrainingOptions | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a detector on one MVTec-layout category.
+    """Evaluate a detector on one MVTec-layout category, as the line would run it.
+
+    The model is trained with :func:`anomaly.training.train_into` into a scratch store,
+    loaded back from its bundle, and every test image goes through
+    :func:`anomaly.inspect.inspect`: the figures are those of the stored model and of the
+    service's verdict path.
 
     Args:
         category_dir: Folder with ``train/good`` and ``test/``.
         detector_name: Registry name.
         params: Detector hyper-parameters.
-        target_frr: Wanted false-reject rate the thresholds are calibrated for.
-        review_rate: Wanted REVIEW rate of good parts (default ``3 * target_frr``).
-        pixel_rate: Wanted share of good parts showing a region.
-        n_folds: Cross-fitting folds.
-        seed: Seed of the folds, the synthetic defects and any sub-sampling.
-        limit_train: Use at most this many training images (seeded choice), if set.
-        pixel_size_mm: Pixel side in mm, for region measures.
-        grading: Region grading rules (see :mod:`anomaly.grading`).
-        detection: Run the synthetic-defect detection estimate at calibration.
+        options: Training and calibration options (``max_images`` sub-samples ``train/good``
+            with the seed).
 
     Returns:
         The JSON-able report: sizes, parameters, image and pixel metrics, timings, the
         thresholds, the figures at the good-only and the oracle thresholds, per defect
         type, regions and the detection estimate (see docs/calibration.md).
     """
+    options = options or TrainingOptions()
     category = MVTecCategory(category_dir)
-    train_paths = category.train_good()
-    if limit_train and len(train_paths) > limit_train:
-        pick = np.sort(np.random.default_rng(seed).choice(len(train_paths), limit_train, replace=False))
-        train_paths = [train_paths[i] for i in pick]
     samples = category.test_samples()
 
     start = time.perf_counter()
-    model = train(detector_name, train_paths, params=params, target_frr=target_frr, review_rate=review_rate,
-                  pixel_rate=pixel_rate, n_folds=n_folds, seed=seed, source=str(category.root),
-                  pixel_size_mm=pixel_size_mm, grading=grading, detection=detection)
-    train_seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="anomaly-eval-") as scratch:
+        trained = train_into(ModelStore(scratch), "eval", detector_name, category.train_good(), options,
+                             params=params, source=str(category.root))
+        train_seconds = time.perf_counter() - start
+        bundle = load_bundle(trained.path)
+    model = trained.model
     fit_rss = peak_rss_mb()
-    detector = model.detector
-    cal = model.calibration
-    pixel = cal.get("pixel_threshold")
-    rules = cal.get("grading")
-    min_area = min_area_px(rules, pixel_size_mm)
+    detector = bundle.detector
+    cal = bundle.calibration
     region_rows: list[dict[str, Any]] = []
     graded: list[str] = []
 
@@ -124,12 +118,12 @@ def evaluate(
     e2e_ms, decode_ms, backbone_ms = [], [], []
     total_pixels = 0
 
-    def timed_score(data: bytes):
-        """The end-to-end call, timed; a part it cannot align comes back as the error."""
+    def timed_inspect(data: bytes) -> Inspection | AnomalyError:
+        """The line's call (file bytes to verdict, map and regions), timed; a refused part comes back as the error."""
         t0 = time.perf_counter()
         try:
-            return detector.score([data])
-        except AlignmentError as exc:  # the service's ALIGNMENT_FAILED verdict: rejected
+            return inspect(bundle, [data])[0]
+        except (AlignmentError, InputGeometryError) as exc:  # the service's refusals: rejected
             return exc
         finally:
             e2e_ms.append((time.perf_counter() - t0) * 1e3)
@@ -140,39 +134,40 @@ def evaluate(
         # order: whichever runs second finds the CPU's threads and caches warm, so a fixed
         # order would favour one of them.
         if k % 2 and backbone_forward is not None:
-            result = timed_score(data)
+            result = timed_inspect(data)
         t0 = time.perf_counter()
         image = decode_image(data, label=str(sample.path))
         decode_ms.append((time.perf_counter() - t0) * 1e3)
         if backbone_forward is not None:
             backbone_ms.append(backbone_forward(image))
         if not (k % 2 and backbone_forward is not None):
-            result = timed_score(data)
+            result = timed_inspect(data)
         labels.append(sample.label)
         types.append(sample.defect_type)
-        if isinstance(result, AlignmentError):
+        if isinstance(result, AnomalyError):
             scores.append(None)
-            refused.append({"image": str(sample.path), "defect_type": sample.defect_type, "error": str(result)})
-            if pixel is not None:
-                graded.append("ALIGNMENT_FAILED")
+            refused.append({"image": str(sample.path), "defect_type": sample.defect_type, "error": str(result),
+                            "code": result.code})
+            if cal.pixel_threshold is not None:
+                graded.append("ALIGNMENT_FAILED" if isinstance(result, AlignmentError) else "INPUT_REFUSED")
             continue
-        amap = result.maps[0]
-        scores.append(float(result.scores[0]))
+        amap = result.map
+        scores.append(result.score)
         scored_types.append(sample.defect_type)
         mask = sample.read_mask(amap.shape)
         if mask is None:
             masks_available = False
         total_pixels += amap.size
-        if pixel is not None:
-            found = find_regions(amap, pixel, image=image, min_area=min_area, pixel_size_mm=pixel_size_mm)
-            graded.append(grade(verdict(scores[-1], cal), found, rules).verdict)
-            region_rows.append(_region_row(amap, pixel, min_area, len(found), mask))
+        if cal.pixel_threshold is not None:
+            graded.append(result.verdict)
+            region_rows.append(_region_row(amap, cal.pixel_threshold, min_area_px(cal.grading, cal.pixel_size_mm),
+                                           len(result.regions), mask))
         stored_maps.append((amap.astype(np.float16), None if mask is None else np.packbits(mask), amap.shape))
     score_rss = peak_rss_mb()
     image_scores = [{"image": str(sample.path.relative_to(category.root)), "score": score}
                     for sample, score in zip(samples, scores)]
     # Refused parts rank above every scored image and every threshold (rejected).
-    scores = rank_refused_above(scores, float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"])))
+    scores = rank_refused_above(scores, float(cal.t_ng), float(cal.t_review))
 
     report: dict[str, Any] = {
         "dataset": str(category.root),
@@ -180,10 +175,11 @@ def evaluate(
         "detector": detector_name,
         "params": detector.get_params(),
         "backbone": detector.backbone_info(),
-        "n_train": len(train_paths),
+        "n_train": model.training.n_images,
         "n_fit": model.training.extra["n_fit"],
         "n_folds": model.training.extra["n_folds"],
-        "limit_train": limit_train,
+        "limit_train": options.max_images,
+        "options": options.to_dict(),
         "n_test": len(samples),
         "n_test_defective": int(np.sum(labels)),
         "n_refused": len(refused),
@@ -223,7 +219,7 @@ def _rate(hits: int, n: int) -> dict[str, Any]:
     return {"rate": hits / n if n else None, "k": int(hits), "n": int(n), "ci95": [lo, hi]}
 
 
-def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], cal: dict[str, Any],
+def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], cal: Calibration,
                      graded: list[str] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Figures at the good-only thresholds and at the F1-optimal oracle threshold.
 
@@ -232,22 +228,22 @@ def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], c
         labels: ``(N,)`` 0 good / 1 defective.
         types: Defect type per image (``"good"`` for good ones).
         cal: The calibration (``t_ng``, ``t_review``, ``target_frr``, ``expected``).
-        graded: Optional final verdicts after region grading, one per image (``NG`` and
-            ``ALIGNMENT_FAILED`` count as rejected).
+        graded: Optional final verdicts after region grading, one per image (``NG``,
+            ``ALIGNMENT_FAILED`` and ``INPUT_REFUSED`` count as rejected).
 
     Returns:
         ``({"thresholds", "detection_estimate", "good_only", "oracle"}, {defect type:
         {"recall", "flagged_recall", "recall_oracle"}})``.
     """
     good, bad = labels == 0, labels == 1
-    t_ng, t_review = float(cal["t_ng"]), float(cal.get("t_review", cal["t_ng"]))
+    t_ng, t_review = float(cal.t_ng), float(cal.t_review)
     ng, flagged = scores >= t_ng, scores >= t_review
     review = flagged & ~ng
-    out: dict[str, Any] = {"thresholds": {k: cal.get(k) for k in (
+    out: dict[str, Any] = {"thresholds": {k: getattr(cal, k) for k in (
         "t_review", "t_ng", "pixel_threshold", "target_frr", "review_rate", "pixel_rate", "n_good", "n_folds")}}
-    out["thresholds"]["expected"] = cal.get("expected")
-    out["thresholds"]["method"] = cal.get("method")
-    det = cal.get("detection") or {}
+    out["thresholds"]["expected"] = cal.expected
+    out["thresholds"]["method"] = cal.method
+    det = cal.detection or {}
     out["detection_estimate"] = {"summary": det.get("summary"), "min_size_90": det.get("min_size_90"),
                                  "all_kinds": (det.get("rates") or {}).get("all")} if det else None
     good_only = {
@@ -261,7 +257,7 @@ def threshold_report(scores: np.ndarray, labels: np.ndarray, types: list[str], c
     }
     if graded is not None and len(graded) == len(scores):
         g = np.asarray(graded)
-        rejected = np.isin(g, ("NG", "ALIGNMENT_FAILED"))
+        rejected = np.isin(g, ("NG", "ALIGNMENT_FAILED", "INPUT_REFUSED"))
         good_only["graded"] = {
             "frr_test_good": _rate(int(np.sum(rejected & good)), int(good.sum())),
             "recall": _rate(int(np.sum(rejected & bad)), int(bad.sum())),

@@ -12,7 +12,6 @@ import numpy as np
 
 from anomaly.accepted_input import AcceptedInput
 from anomaly.bundle import Bundle
-from anomaly.calibration import calibrated_score, verdict
 from anomaly.grading import grade, min_area_px
 from anomaly.imageio import ImageLike, as_image
 from anomaly.overlay import overlay
@@ -75,12 +74,10 @@ def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
         for i, image in enumerate(arrays):
             geometry.check(image, label="image" if len(arrays) == 1 else f"image {i}")
     result = bundle.detector.score(arrays)
-    pixel = cal.get("pixel_threshold")
-    pixel_size = cal.get("pixel_size_mm")
-    rules = cal.get("grading")
+    pixel, pixel_size, rules = cal.pixel_threshold, cal.pixel_size_mm, cal.grading
     out = []
     for image, score, amap in zip(arrays, result.scores, result.maps):
-        first = verdict(float(score), cal)
+        first = cal.verdict(float(score))
         final, reasons, regions = first, [], []
         if pixel is not None:
             found = find_regions(amap, float(pixel), image=image, min_area=min_area_px(rules, pixel_size),
@@ -91,7 +88,7 @@ def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
             Inspection(
                 verdict=final,
                 score=float(score),
-                calibrated_score=calibrated_score(float(score), cal),
+                calibrated_score=cal.calibrated(float(score)),
                 map=amap,
                 map_stats=map_stats(amap, pixel),
                 regions=regions,
@@ -104,8 +101,6 @@ def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
 
 def render_overlay(bundle: Bundle, image: np.ndarray, inspection: Inspection) -> np.ndarray:
     """Overlay with a colour scale fixed by the calibration (good-map level to twice the pixel threshold)."""
-    cal = bundle.calibration
-    pixel = cal.get("pixel_threshold") or float(np.percentile(inspection.map, 99))
-    low = float((cal.get("map_floor")) or 0.0)
-    return overlay(image, inspection.map, vmin=low, vmax=2.0 * pixel, contour_at=pixel,
+    low, high, contour = bundle.calibration.colour_scale(inspection.map)
+    return overlay(image, inspection.map, vmin=low, vmax=high, contour_at=contour,
                    label=f"{inspection.verdict} {inspection.calibrated_score:.2f}")

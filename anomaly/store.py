@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from anomaly.bundle import Bundle, load_bundle, read_manifest
+from anomaly.calibration import Calibration
 from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,8 +63,13 @@ class VersionInfo:
     production: bool
     manifest: dict[str, Any]
 
+    @property
+    def calibration(self) -> Calibration:
+        """The version's thresholds (empty when it was never calibrated)."""
+        return Calibration.from_manifest(self.manifest.get("calibration"))
+
     def summary(self) -> dict[str, Any]:
-        cal = self.manifest.get("calibration") or {}
+        cal = self.calibration
         return {
             "name": self.name,
             "version": self.version,
@@ -71,8 +77,8 @@ class VersionInfo:
             "detector": self.manifest.get("detector"),
             "created": self.manifest.get("created"),
             "n_train": (self.manifest.get("training_data") or {}).get("n_images"),
-            "t_review": cal.get("t_review"),
-            "t_ng": cal.get("t_ng"),
+            "t_review": cal.t_review,
+            "t_ng": cal.t_ng,
             "parent_version": (self.manifest.get("notes") or {}).get("parent_version"),
         }
 

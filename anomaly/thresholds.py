@@ -11,7 +11,6 @@ Used by ``anomaly models set-threshold`` and by the service.
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 from dataclasses import dataclass, fields
@@ -20,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from anomaly.bundle import read_manifest, verify_files, write_manifest
-from anomaly.calibration import NG_AT, calibrated_score, fit_tail, tail_quantile, threshold_figures
+from anomaly.calibration import Calibration, with_figures
 from anomaly.errors import InvalidParameterError
 from anomaly.grading import check_rules
 from anomaly.store import ModelStore
+from anomaly.tails import fit_tail, tail_quantile
 
 #: Accepted range of each rate: below the lower end a tail quantile is no threshold any more
 #: (a pixel rate of 1e-320 gave an infinite pixel threshold), above the upper one it rejects half
@@ -69,8 +69,8 @@ class ThresholdChange:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-def recalibrate(calibration: dict[str, Any], change: ThresholdChange) -> dict[str, Any]:
-    """A copy of a calibration with moved thresholds and refreshed expected figures.
+def recalibrate(calibration: Calibration, change: ThresholdChange) -> Calibration:
+    """A calibration with moved thresholds and refreshed expected figures.
 
     Rates are turned into thresholds through the stored good sample's tail, as at training;
     explicit thresholds win over rates. When only ``t_ng`` moves, ``t_review`` keeps its
@@ -83,59 +83,56 @@ def recalibrate(calibration: dict[str, Any], change: ThresholdChange) -> dict[st
     """
     if not change.asked():
         raise InvalidParameterError("nothing to change: give a threshold, a rate or grading rules")
-    _check_span(change.t_ng, "t_ng", (calibration or {}).get("good_scores"), "good parts' scores")
-    _check_span(change.t_review, "t_review", (calibration or {}).get("good_scores"), "good parts' scores")
-    _check_span(change.pixel_threshold, "pixel_threshold", (calibration or {}).get("good_map_maxima"),
-                "good parts' map maxima")
-    t_ng, t_review, pixel_threshold = change.t_ng, change.t_review, change.pixel_threshold
-    target_frr, review_rate, pixel_rate = change.target_frr, change.review_rate, change.pixel_rate
-    grading = change.grading
-    cal = copy.deepcopy(calibration or {})
-    scores = cal.get("good_scores") or []
-    needs_sample = target_frr is not None or review_rate is not None
-    if needs_sample and len(scores) < 2:
+    cal = calibration
+    _check_span(change.t_ng, "t_ng", cal.good_scores, "good parts' scores")
+    _check_span(change.t_review, "t_review", cal.good_scores, "good parts' scores")
+    _check_span(change.pixel_threshold, "pixel_threshold", cal.good_map_maxima, "good parts' map maxima")
+    scores = cal.good_scores
+    if (change.target_frr is not None or change.review_rate is not None) and len(scores) < 2:
         raise InvalidParameterError("this model stores no good-score sample: give thresholds, not rates")
-    tail = cal.get("tail") or (fit_tail(scores) if len(scores) >= 2 else None)
-    frr = target_frr if target_frr is not None else cal.get("target_frr")
-    if target_frr is not None:
-        cal["target_frr"] = float(target_frr)
-        cal["t_ng"] = tail_quantile(scores, target_frr, tail)
-    if review_rate is not None:
+    tail = cal.tail or (fit_tail(scores) if len(scores) >= 2 else None)
+    moved: dict[str, Any] = {}
+    frr = change.target_frr if change.target_frr is not None else cal.target_frr
+    if change.target_frr is not None:
+        moved["target_frr"] = float(change.target_frr)
+        moved["t_ng"] = tail_quantile(scores, change.target_frr, tail)
+    if change.review_rate is not None:
         if frr is None:
             raise InvalidParameterError("a review rate needs a target false-reject rate")
-        cal["review_rate"] = float(review_rate)
-        cal["t_review"] = tail_quantile(scores, frr + review_rate, tail) if review_rate > 0 else cal["t_ng"]
-    if t_ng is not None:
-        cal["t_ng"] = float(t_ng)
-    if t_review is not None:
-        cal["t_review"] = float(t_review)
-    if cal.get("t_ng") is None:
+        moved["review_rate"] = float(change.review_rate)
+        moved["t_review"] = (tail_quantile(scores, frr + change.review_rate, tail) if change.review_rate > 0
+                             else moved.get("t_ng", cal.t_ng))
+    if change.t_ng is not None:
+        moved["t_ng"] = float(change.t_ng)
+    if change.t_review is not None:
+        moved["t_review"] = float(change.t_review)
+    t_ng = moved.get("t_ng", cal.t_ng)
+    if t_ng is None:
         raise InvalidParameterError("the model has no t_ng and none was given")
-    if t_review is None and review_rate is None and (cal.get("t_review") is None or cal["t_review"] > cal["t_ng"]):
-        cal["t_review"] = cal["t_ng"]
-    if cal["t_review"] > cal["t_ng"]:
-        raise InvalidParameterError(f"t_review ({cal['t_review']:g}) must not be above t_ng ({cal['t_ng']:g})")
-    if pixel_rate is not None:
-        maxima = cal.get("good_map_maxima") or []
+    t_review = moved.get("t_review", cal.t_review)
+    if change.t_review is None and change.review_rate is None and (t_review is None or t_review > t_ng):
+        moved["t_review"] = t_review = t_ng
+    if t_review > t_ng:
+        raise InvalidParameterError(f"t_review ({t_review:g}) must not be above t_ng ({t_ng:g})")
+    if change.pixel_rate is not None:
+        maxima = cal.good_map_maxima or []
         if len(maxima) < 2:
             raise InvalidParameterError("this model stores no good-map maxima: give a pixel threshold, not a rate")
-        cal["pixel_rate"] = float(pixel_rate)
-        cal["pixel_threshold"] = tail_quantile(maxima, pixel_rate, cal.get("pixel_tail"))
-    if pixel_threshold is not None:
-        cal["pixel_threshold"] = float(pixel_threshold)
-    if grading is not None:
-        cal["grading"] = check_rules(grading)
-    if len(scores) >= 2:
-        cal["expected"] = threshold_figures(cal)
-    cal.setdefault("scale", {"center": 0.0, "ng_at": NG_AT})
-    cal["scale"]["review_at"] = calibrated_score(cal["t_review"], cal)
-    if cal.get("detection"):
+        moved["pixel_rate"] = float(change.pixel_rate)
+        moved["pixel_threshold"] = tail_quantile(maxima, change.pixel_rate, cal.pixel_tail)
+    if change.pixel_threshold is not None:
+        moved["pixel_threshold"] = float(change.pixel_threshold)
+    if change.grading is not None:
+        moved["grading"] = check_rules(change.grading)
+    for key in ("t_ng", "t_review", "pixel_threshold"):
+        if moved.get(key) is not None and not math.isfinite(moved[key]):
+            raise InvalidParameterError(f"the move would set {key} to {moved[key]}; choose a less extreme value")
+    cal = with_figures(cal.replace(**moved))
+    if cal.detection:
         from anomaly.detection_estimate import detection_rates
 
-        cal["detection"].update(detection_rates(cal["detection"], cal, pixel_size_mm=cal.get("pixel_size_mm")))
-    for key in ("t_ng", "t_review", "pixel_threshold"):
-        if cal.get(key) is not None and not math.isfinite(cal[key]):
-            raise InvalidParameterError(f"the move would set {key} to {cal[key]}; choose a less extreme value")
+        cal = cal.replace(detection={**cal.detection, **detection_rates(cal.detection, cal,
+                                                                         pixel_size_mm=cal.pixel_size_mm)})
     return cal
 
 
@@ -177,7 +174,7 @@ def set_thresholds(
     source = store.path(name, version)
     manifest = read_manifest(source)
     verify_files(source, manifest)
-    old = manifest.get("calibration") or {}
+    old = Calibration.from_manifest(manifest.get("calibration"))
     new = recalibrate(old, change)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     change = {
@@ -186,12 +183,12 @@ def set_thresholds(
         "by": changed_by,
         "reason": reason,
         "asked": change.asked(),
-        "before": {k: old.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
-        "after": {k: new.get(k) for k in ("t_review", "t_ng", "pixel_threshold")},
+        "before": {k: getattr(old, k) for k in ("t_review", "t_ng", "pixel_threshold")},
+        "after": {k: getattr(new, k) for k in ("t_review", "t_ng", "pixel_threshold")},
     }
-    new["history"] = list(old.get("history") or []) + [change]
+    new = new.replace(history=[*old.history, change])
     updated = dict(manifest)
-    updated["calibration"] = new
+    updated["calibration"] = new.to_dict()
     updated["created"] = now
     updated["notes"] = {**(manifest.get("notes") or {}), "parent_version": int(source.name),
                         "change": "set-threshold"}

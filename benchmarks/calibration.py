@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from anomaly.datasets import MVTecCategory, find_categories  # noqa: E402
 from anomaly.evaluate import evaluate  # noqa: E402
+from anomaly.training import TrainingOptions  # noqa: E402
 from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "datasets"
@@ -105,7 +106,8 @@ def run_sets(root: Path, names: list[str] | None, limits: dict[str, int], out: P
         print(f"# {label}: eval patchcore, target FRR {target_frr:.1%}"
               + (f", {limit} seeded training images" if limit else ""), file=sys.stderr, flush=True)
         start = time.perf_counter()
-        report = evaluate(category, "patchcore", target_frr=target_frr, limit_train=limit, seed=0, detection=detection)
+        report = evaluate(category, "patchcore", options=TrainingOptions(target_frr=target_frr, max_images=limit,
+                                                                         detection=detection))
         report["wall_seconds"] = round(time.perf_counter() - start, 1)
         report["load_average"] = os.getloadavg()
         reports.append(report)
@@ -121,7 +123,7 @@ def timing(root: Path, n: int, repeats: int) -> dict:
     from anomaly.detection_estimate import estimate_detection
     from anomaly.detectors.registry import create_detector
     from anomaly.imageio import read_image
-    from anomaly.training import train
+    from anomaly.training import fit_calibrated
 
     category = MVTecCategory(root / "magnetic_tile" / "magnetic_tile")
     paths = category.train_good()
@@ -136,7 +138,7 @@ def timing(root: Path, n: int, repeats: int) -> dict:
                 create_detector("patchcore", {}).fit(images)
                 fits.append(time.perf_counter() - start)
             else:
-                model = train("patchcore", images, target_frr=0.01, detection=False)
+                model = fit_calibrated("patchcore", images, TrainingOptions(target_frr=0.01, detection=False))
                 trains.append(time.perf_counter() - start)
                 cals.append(model.calibration_seconds)
                 start = time.perf_counter()

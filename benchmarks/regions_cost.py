@@ -85,11 +85,11 @@ def timing(sides: list[int], dilation_max_side: int, repeats: int = 3) -> list[d
 def agreement(category: Path) -> dict:
     from anomaly.datasets import MVTecCategory
     from anomaly.imageio import read_image
-    from anomaly.training import train
+    from anomaly.training import TrainingOptions, fit_calibrated
 
     cat = MVTecCategory(category)
-    model = train("patchcore", cat.train_good(), seed=0, detection=False)
-    pixel = float(model.calibration["pixel_threshold"])
+    model = fit_calibrated("patchcore", cat.train_good(), TrainingOptions(detection=False))
+    pixel = float(model.calibration.pixel_threshold)
     n_regions = 0
     differences = []
     other_fields_equal = True

@@ -12,8 +12,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, session, url_for
 
+from anomaly.calibration import Calibration
 from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError, UnknownDetectorError
 from anomaly.store import ModelStore, check_model_name
+from anomaly.training import TrainingOptions
 from service.archive import FILES, Archive
 from service.limits import check_room
 from service.auth import UNSAFE_METHODS, check_same_origin, current_principal, key_from_headers, require
@@ -31,6 +33,8 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/bmp", "image/x-ms-bmp", "image/tiff", "application/octet-stream")
 #: Room for the multipart envelope around an image of the largest accepted size.
 MULTIPART_SLACK = 256 * 1024
+#: Most cross-fitting folds a training request may ask for (each fold is one more fit).
+MAX_FOLDS = 20
 
 
 # -- request plumbing -----------------------------------------------------------------------------
@@ -73,14 +77,46 @@ def parse_bool(value: Any, *, field: str, default: bool = False) -> bool:
     raise BadRequestError(f"{field} must be true or false, got {str(value)[:40]!r}")
 
 
-def parse_int(value: Any, *, field: str, minimum: int | None = None, maximum: int = 2**31 - 1) -> int | None:
-    """An optional integer argument (at most ``maximum``: what a database INTEGER holds)."""
+def _converted(value: Any, *, field: str, convert: Any, what: str) -> Any:
+    """``None`` for an absent argument, else ``convert(value)``; 400 naming the field when it does not convert."""
     if value is None or value == "":
         return None
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadRequestError(f"{field} must be an integer, got {str(value)[:40]!r}") from None
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequestError(f"{field} must be {what}, got {str(value)[:40]!r}") from None
+
+
+def training_options(form: Any) -> TrainingOptions:
+    """The :class:`~anomaly.training.TrainingOptions` of a training request's form: the ``anomaly train`` flags.
+
+    Raises:
+        BadRequestError: a field that is not a number, boolean or JSON object as needed.
+        InvalidParameterError: a value out of range or not finite (400 as well).
+    """
+    grading = None
+    if form.get("grading"):
+        try:
+            grading = json.loads(form["grading"])
+        except ValueError:
+            raise BadRequestError('grading must be a JSON object, e.g. {"ng_if_any": {"length_mm": 2}}') from None
+    n_folds = parse_int(form.get("n_folds"), field="n_folds", minimum=2, maximum=MAX_FOLDS)
+    return TrainingOptions.from_dict({
+        **{key: _converted(form.get(key), field=key, convert=float, what="a number")
+           for key in ("target_frr", "review_rate", "pixel_rate", "pixel_size_mm")},
+        "n_folds": n_folds,
+        "seed": parse_int(form.get("seed"), field="seed", minimum=0),
+        "grading": grading,
+        "detection": parse_bool(form.get("detection"), field="detection", default=True),
+        "max_images": parse_int(form.get("max_images"), field="max_images", minimum=2),
+    })
+
+
+def parse_int(value: Any, *, field: str, minimum: int | None = None, maximum: int = 2**31 - 1) -> int | None:
+    """An optional integer argument (at most ``maximum``: what a database INTEGER holds)."""
+    number = _converted(value, field=field, convert=int, what="an integer")
+    if number is None:
+        return None
     if minimum is not None and number < minimum:
         raise BadRequestError(f"{field} must be >= {minimum}, got {number}")
     if number > maximum:
@@ -234,12 +270,12 @@ def move_thresholds(name: str) -> tuple[Response, int]:
     check_room(name)
     new_version = set_thresholds(store, name, source, change=ThresholdChange(grading=grading, **values),
                                  promote=promote_now, changed_by=current_principal().name, reason=reason)
-    calibration = store.manifest(name, new_version).get("calibration") or {}
+    calibration = Calibration.from_manifest(store.manifest(name, new_version).get("calibration"))
     current_app.logger.info("model %s: thresholds moved from version %s to new version %s by %s", name, source,
                             new_version, current_principal().name)
     return jsonify({"name": name, "version": new_version, "from_version": source,
                     "production": store.production(name),
-                    "thresholds": {k: calibration.get(k) for k in ("t_review", "t_ng", "pixel_threshold")}}), 201
+                    "thresholds": {k: getattr(calibration, k) for k in ("t_review", "t_ng", "pixel_threshold")}}), 201
 
 
 @bp.get("/detectors")
@@ -337,7 +373,7 @@ def _score_or_not_ready(name: str, version: int | None, parts: list[Part], sourc
 @require("admin")
 def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
     """Start training a new version from uploaded good images; poll the job it returns."""
-    from anomaly.detectors.registry import get_detector_class
+    from anomaly.detectors.registry import check_params
     from anomaly.imageio import decode_image
 
     config = current_app.config
@@ -355,26 +391,10 @@ def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
     if not isinstance(params, dict):
         raise BadRequestError("params must be a JSON object")
     try:
-        allowed = set(get_detector_class(detector)._param_names())
-    except UnknownDetectorError as exc:
+        check_params(detector, params)  # names and values, before a job is queued
+    except (UnknownDetectorError, InvalidParameterError) as exc:
         raise BadRequestError(str(exc)) from None
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise BadRequestError(f"{detector} does not take parameter(s) {', '.join(unknown)}; "
-                              f"it takes: {', '.join(sorted(allowed))}")
-    target_frr = None
-    if form.get("target_frr"):
-        try:
-            target_frr = float(form["target_frr"])
-        except ValueError:
-            raise BadRequestError("target_frr must be a number in (0, 1)") from None
-        if not 0.0 < target_frr < 1.0:
-            raise BadRequestError(f"target_frr must be in (0, 1), got {target_frr}")
-    seed = parse_int(form.get("seed"), field="seed", minimum=0) or 0
-    n_folds = parse_int(form.get("n_folds"), field="n_folds", minimum=2)
-    if n_folds is not None and n_folds > 20:
-        raise BadRequestError(f"n_folds must be 2..20, got {n_folds}")
-    detection = parse_bool(form.get("detection"), field="detection", default=True)
+    options = training_options(form)
     promote_when_done = parse_bool(form.get("promote"), field="promote")
     use_feedback = parse_bool(form.get("use_feedback"), field="use_feedback")
     uploads = request.files.getlist("images")
@@ -389,9 +409,8 @@ def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
     if len(images) + len(extra) < 2:
         raise BadRequestError(f"training needs at least 2 good images (fields 'images'), got {len(images)}")
     job = _jobs().submit(TrainingRequest(
-        name=name, detector=detector, params=params, images=images + extra, target_frr=target_frr, seed=seed,
-        promote=promote_when_done, client=current_principal().name, extra_images=len(extra),
-        n_folds=n_folds, detection=detection))
+        name=name, detector=detector, params=params, images=images + extra, options=options,
+        promote=promote_when_done, client=current_principal().name, extra_images=len(extra)))
     location = url_for("api.show_job", job_id=job["job_id"])
     job["status_url"] = location
     return jsonify(job), 202, {"Location": location}

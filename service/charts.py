@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from markupsafe import Markup
 
+from anomaly.calibration import Calibration
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -17,12 +19,10 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def calibration_svg(good_scores: Sequence[float], thresholds: dict[str, Any], *, width: int = 640,
-                    height: int = 220, bins: int = 20) -> Markup:
-    """Histogram of held-out good scores with the REVIEW and NG thresholds as vertical lines."""
-    scores = np.asarray([s for s in good_scores if s is not None], dtype=np.float64)
-    marks = [(k, float(v)) for k, v in (("t_review", thresholds.get("t_review")), ("t_ng", thresholds.get("t_ng")))
-             if v is not None]
+def calibration_svg(cal: Calibration, *, width: int = 640, height: int = 220, bins: int = 20) -> Markup:
+    """Histogram of the cross-fitted good scores with the REVIEW and NG thresholds as vertical lines."""
+    scores = np.asarray([s for s in cal.good_scores if s is not None], dtype=np.float64)
+    marks = [(k, float(v)) for k, v in (("t_review", cal.t_review), ("t_ng", cal.t_ng)) if v is not None]
     if scores.size == 0 and not marks:
         return Markup('<p class="muted">No calibration scores stored with this version.</p>')
     values = np.concatenate([scores, [v for _, v in marks]])

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from anomaly.errors import AnomalyError
 from anomaly.progress import Listener, listen
 from anomaly.store import ModelStore
+from anomaly.training import TrainingOptions
 from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
 from service.errors import NotFoundError, TooManyJobsError
 from service.limits import check_room
@@ -41,10 +42,7 @@ class TrainingRequest:
         detector: Registry name of the detector.
         params: Detector hyper-parameters.
         images: Encoded good images.
-        target_frr: Wanted share of good parts judged NG (None: the training default).
-        seed: Seed of the cross-fitting split (saved in the manifest).
-        n_folds: Cross-fitting folds (None: the training default).
-        detection: Run the synthetic-defect detection estimate.
+        options: Training and calibration options (as ``anomaly train`` takes them).
         promote: Put the new version in production when done (the first version of a
             model is not promoted unless asked: it is published from the onboard page).
         client: Who asked.
@@ -55,13 +53,10 @@ class TrainingRequest:
     detector: str
     params: dict[str, Any]
     images: list[bytes]
-    target_frr: float | None
-    seed: int
+    options: TrainingOptions
     promote: bool
     client: str
     extra_images: int = 0
-    n_folds: int | None = None
-    detection: bool = True
 
 
 def job_answer(job: TrainingJobRecord) -> dict[str, Any]:
@@ -177,29 +172,16 @@ class TrainingJobs:
         return report
 
     def _run(self, job_id: str, req: TrainingRequest) -> None:
-        from anomaly.bundle import save_bundle
-        from anomaly.training import train
+        from anomaly.training import train_into
 
         start = time.perf_counter()
         try:
             self._update(job_id, status="running", stage="fitting", progress=0.1, started_at=utcnow())
-            options: dict[str, Any] = {"detection": req.detection}
-            if req.target_frr is not None:
-                options["target_frr"] = req.target_frr
-            if req.n_folds is not None:
-                options["n_folds"] = req.n_folds
-            with listen(self._listener(job_id)):
-                model = train(req.detector, req.images, params=req.params, seed=req.seed,
-                              source="upload to the service", **options)
-            self._update(job_id, stage="saving", progress=0.9)
             notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
-                     "fit_seconds": round(model.fit_seconds, 3), "feedback_images": req.extra_images}
-            version = self.store.add(
-                req.name,
-                lambda target: save_bundle(model.detector, target, training=model.training,
-                                           calibration=model.calibration, notes=notes),
-                promote=req.promote,
-            )
+                     "feedback_images": req.extra_images}
+            with listen(self._listener(job_id)):
+                version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,
+                                     params=req.params, source="upload to the service", promote=req.promote).version
             seconds = time.perf_counter() - start
             self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
                          finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s")

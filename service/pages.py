@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from anomaly.calibration import Calibration
 from anomaly.errors import AnomalyError, InvalidParameterError, ModelNotFoundError
 from anomaly.store import ModelStore, check_model_name
+from anomaly.training import TrainingOptions
 from service.auth import Principal, check_role, current_principal, lookup_key
 from service.charts import calibration_svg, yield_svg
 from service.db import FEEDBACK_KINDS, VERDICTS
@@ -169,11 +171,11 @@ def _start_training_from_form() -> dict[str, Any]:
             images.append(data)
     if len(images) < 2:
         raise BadRequestError(f"choose at least 2 good images, got {len(images)}")
-    from anomaly.detectors.registry import create_detector
+    from anomaly.detectors.registry import check_params
 
-    create_detector(detector, params)  # unknown detector or parameter: said now, not by the job
+    check_params(detector, params)  # unknown detector or parameter: said now, not by the job
     return _jobs().submit(TrainingRequest(name=name, detector=detector, params=params, images=images,
-                                          target_frr=None, seed=0, promote=False,
+                                          options=TrainingOptions(), promote=False,
                                           client=current_principal().name))
 
 
@@ -219,8 +221,8 @@ def version_page(name: str, version: int) -> str:
     check_model_name(name)
     store.path(name, version)
     manifest = store.manifest(name, version)
-    cal = manifest.get("calibration") or {}
-    chart = calibration_svg(cal.get("good_scores") or [], cal)
+    cal = Calibration.from_manifest(manifest.get("calibration"))
+    chart = calibration_svg(cal)
     return render_template("version.html", name=name, version=version, manifest=manifest, calibration=cal,
                            chart=chart, production=store.production(name))
 

@@ -52,8 +52,8 @@ class LoadedModel:
     @property
     def thresholds(self) -> dict[str, Any]:
         cal = self.bundle.calibration
-        return {"t_review": cal.get("t_review"), "t_ng": cal.get("t_ng"),
-                "pixel_threshold": cal.get("pixel_threshold"), "method": cal.get("method")}
+        return {"t_review": cal.t_review, "t_ng": cal.t_ng, "pixel_threshold": cal.pixel_threshold,
+                "method": cal.method}
 
     @property
     def detector(self) -> str:

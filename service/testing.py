@@ -21,14 +21,11 @@ _TEMPLATES: dict[tuple[str, str, int], Path] = {}
 def build_store(root: Path, name: str, images: Sequence[np.ndarray], *, detector: str = "patchcore",
                 image_size: int = 64) -> int:
     """Train ``detector`` on ``images`` and store it as ``name`` (promoted); returns the version."""
-    from anomaly.bundle import save_bundle
     from anomaly.store import ModelStore
-    from anomaly.training import train
+    from anomaly.training import TrainingOptions, train_into
 
-    model = train(detector, list(images), params={"image_size": image_size}, source="tests", n_folds=2,
-                  detection=False)
-    return ModelStore(root).add(name, lambda p: save_bundle(model.detector, p, training=model.training,
-                                                            calibration=model.calibration), promote=True)
+    return train_into(ModelStore(root), name, detector, list(images), TrainingOptions(n_folds=2, detection=False),
+                      params={"image_size": image_size}, source="tests", promote=True).version
 
 
 def tiny_store(dest: Path, images: Callable[[], Sequence[np.ndarray]], *, name: str = "tiny",
@@ -70,6 +67,21 @@ def make_test_config(tmp: Path, store: Path | None, **overrides: object) -> dict
     }
     config.update(overrides)
     return config
+
+
+def service_app(store: Path, tmp: Path, **overrides: object):
+    """An application on a copy of ``store`` (under ``tmp``), with :func:`make_test_config` and ``overrides``."""
+    from service import create_app
+
+    root = tmp / "store"
+    shutil.copytree(store, root)
+    return create_app(make_test_config(tmp, root, **overrides))
+
+
+def tiny_goods() -> list[np.ndarray]:
+    """The eight generated good parts the shared tiny store is trained on (seed 0)."""
+    rng = np.random.default_rng(0)
+    return [make_part(rng) for _ in range(8)]
 
 
 def png_bytes(image: np.ndarray) -> bytes:

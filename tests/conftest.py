@@ -99,6 +99,28 @@ def test_parts() -> tuple[list[np.ndarray], np.ndarray]:
     return good + bad, mask
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model store of this test module's own holding ``tiny`` (PatchCore at 64 px, trained once per run)."""
+    from service.testing import tiny_goods, tiny_store
+
+    return tiny_store(tmp_path_factory.mktemp("store") / "store", tiny_goods)
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the module's ``app`` fixture."""
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def part_png() -> bytes:
+    """A good part, PNG-encoded."""
+    from service.testing import make_part as service_part, png_bytes
+
+    return png_bytes(service_part(np.random.default_rng(42)))
+
+
 @pytest.fixture(scope="session")
 def datasets_root() -> Path:
     if not DATASETS.is_dir():

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from anomaly.calibration import (
-    calibrate,
-    calibrated_score,
-    clopper_pearson,
-    fit_tail,
-    tail_quantile,
-    tail_rate,
-    verdict,
-)
-from anomaly.crossfit import assign_folds, cross_fit, shrink_map
+from anomaly.calibration import Calibration, calibrate
+from anomaly.crossfit import cross_fit
+from anomaly.folds import assign_folds, shrink_map
 from anomaly.detectors.registry import create_detector
 from anomaly.errors import DatasetError, InvalidParameterError
+from anomaly.tails import clopper_pearson, fit_tail, tail_quantile, tail_rate
 
 
 # -- the tail estimate on known distributions ---------------------------------------------------
@@ -51,19 +47,20 @@ def test_threshold_recovers_the_quantile_within_its_stated_bound(dist):
 def test_calibrate_states_its_figures():
     x = stats.gumbel_r().rvs(200, random_state=1)
     cal = calibrate(x, target_frr=0.01, review_rate=0.04, good_map_maxima=x * 0.5)
-    assert cal["t_review"] < cal["t_ng"]
-    e = cal["expected"]
+    assert cal.t_review < cal.t_ng
+    e = cal.expected
     assert e["frr"] == pytest.approx(0.01) and e["review_fraction"] == pytest.approx(0.04)
     assert e["frr_interval"][0] <= 0.01 <= e["frr_interval"][1]
     assert e["frr_interval_bootstrap"][0] <= 0.01 <= e["frr_interval_bootstrap"][1]
     assert e["region_rate"] == pytest.approx(0.05)
-    assert calibrated_score(cal["t_ng"], cal) == pytest.approx(1.0)
-    assert calibrated_score(float(np.median(x)), cal) == pytest.approx(0.0)
-    assert 0 < cal["scale"]["review_at"] < 1
-    assert cal["good_scores"] == list(x) and cal["tail"]["estimator"] == "gpd-pwm"
+    assert cal.calibrated(cal.t_ng) == pytest.approx(1.0)
+    assert cal.calibrated(float(np.median(x))) == pytest.approx(0.0)
+    assert 0 < cal.scale["review_at"] < 1
+    assert cal.good_scores == list(x) and cal.tail["estimator"] == "gpd-pwm"
+    assert Calibration.from_manifest(json.loads(json.dumps(cal.to_dict()))) == cal  # the manifest round trip
     small = calibrate(x[:20], target_frr=0.01)
-    assert small["tail"]["estimator"] == "exponential-mle"
-    assert small["expected"]["frr_interval"][1] > 0.15  # 20 images say little, and the figures show it
+    assert small.tail["estimator"] == "exponential-mle"
+    assert small.expected["frr_interval"][1] > 0.15  # 20 images say little, and the figures show it
 
 
 def test_inside_the_sample_the_empirical_quantile_is_used():
@@ -77,10 +74,13 @@ def test_inside_the_sample_the_empirical_quantile_is_used():
 
 def test_verdicts_and_single_cut():
     cal = calibrate(np.linspace(0, 1, 50), target_frr=0.02, review_rate=0)
-    assert cal["t_review"] == cal["t_ng"]
-    assert verdict(cal["t_ng"], cal) == "NG" and verdict(cal["t_ng"] - 1e-9, cal) == "GOOD"
+    assert cal.t_review == cal.t_ng
+    assert cal.verdict(cal.t_ng) == "NG" and cal.verdict(cal.t_ng - 1e-9) == "GOOD"
     cal = calibrate(np.linspace(0, 1, 50), target_frr=0.02, review_rate=0.1)
-    assert verdict((cal["t_review"] + cal["t_ng"]) / 2, cal) == "REVIEW"
+    assert cal.verdict((cal.t_review + cal.t_ng) / 2) == "REVIEW"
+    with pytest.raises(InvalidParameterError, match="no calibrated thresholds"):
+        Calibration().verdict(1.0)
+    assert Calibration.from_manifest({"t_ng": 1.0, "future_key": 3}).to_dict()["future_key"] == 3  # unknown keys survive
     with pytest.raises(InvalidParameterError):
         calibrate([1.0, 2.0], target_frr=0.7)
     with pytest.raises(InvalidParameterError):
@@ -128,21 +128,22 @@ def test_cross_fit_scores_equal_refitting_each_fold(name, params, good_parts):
 
 
 def test_train_calibrates_from_cross_fitted_scores(good_parts, test_parts):
-    from anomaly.training import train
+    from anomaly.training import TrainingOptions, fit_calibrated
 
-    model = train("patchcore", good_parts, params=FAST, target_frr=0.05, n_folds=4, detection=False,
-                  grading={"ng_if_any": {"area_px": 50}})
+    options = TrainingOptions(target_frr=0.05, n_folds=4, detection=False, grading={"ng_if_any": {"area_px": 50}})
+    model = fit_calibrated("patchcore", good_parts, options, params=FAST)
     cal = model.calibration
-    assert cal["n_good"] == len(good_parts) and cal["n_folds"] == 4 and len(cal["good_map_maxima"]) == len(good_parts)
-    assert cal["t_review"] <= cal["t_ng"] and cal["pixel_threshold"] is not None
-    assert cal["grading"]["ng_if_any"] == {"area_px": 50} and model.training.n_images == len(good_parts)
+    assert cal.n_good == len(good_parts) and cal.n_folds == 4 and len(cal.good_map_maxima) == len(good_parts)
+    assert cal.t_review <= cal.t_ng and cal.pixel_threshold is not None
+    assert cal.grading["ng_if_any"] == {"area_px": 50} and model.training.n_images == len(good_parts)
+    assert model.training.extra["options"] == options.to_dict()
     images, _ = test_parts
     scores = model.detector.score(images).scores
-    assert (scores[3:] >= cal["t_ng"]).all()
+    assert (scores[3:] >= cal.t_ng).all()
     # Out-of-fold scores are higher than the final model's scores of its own training images.
-    assert np.median(cal["good_scores"]) > np.median(model.detector.score(good_parts).scores)
+    assert np.median(cal.good_scores) > np.median(model.detector.score(good_parts).scores)
     with pytest.raises(DatasetError):
-        train("patchcore", good_parts[:1], params=FAST)
+        fit_calibrated("patchcore", good_parts[:1], options, params=FAST)
 
 
 # -- honest evaluation figures ----------------------------------------------------------------------
@@ -152,7 +153,7 @@ def test_eval_threshold_figures_at_good_only_and_oracle_thresholds():
     scores = np.array([0.1, 0.2, 0.3, 0.4, 1.5, 0.9, 1.2, 2.0, 3.0, 0.5])
     labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     types = ["good"] * 5 + ["crack", "crack", "hole", "hole", "hole"]
-    cal = {"t_review": 0.8, "t_ng": 1.0}
+    cal = Calibration(t_review=0.8, t_ng=1.0)
     figures, per_type = threshold_report(scores, labels, types, cal, ["GOOD"] * 4 + ["NG"] + ["NG"] * 5)
     g = figures["good_only"]
     assert g["frr_test_good"]["rate"] == pytest.approx(0.2) and g["frr_test_good"]["k"] == 1

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from anomaly.bundle import save_bundle
 from anomaly.datasets import MVTecCategory
 from anomaly.store import ModelStore
-from anomaly.training import train
+from anomaly.training import train_into
 from service import create_app
 from service.testing import make_test_config
 
@@ -27,10 +26,8 @@ pytestmark = [pytest.mark.slow,
 def demo_client(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("demo-http")
     category = MVTecCategory(DEMO)
-    model = train("patchcore", category.train_good(), source=str(DEMO))
     store = ModelStore(tmp / "store")
-    store.add("demo-bracket", lambda target: save_bundle(model.detector, target, training=model.training,
-                                                        calibration=model.calibration), promote=True)
+    train_into(store, "demo-bracket", "patchcore", category.train_good(), source=str(DEMO), promote=True)
     app = create_app(make_test_config(tmp, store.root))
     yield app.test_client(), category
     app.extensions["anomaly_db"].dispose()

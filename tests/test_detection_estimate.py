@@ -38,8 +38,8 @@ def test_rates_per_kind_and_size(setup, good_parts):
 def test_rates_follow_moved_thresholds_without_rescoring(setup, good_parts):
     det, cal = setup
     est = estimate_detection(det, good_parts[:2], cal, kinds=["spot"], sizes=[16], per_cell=2, contrast=0.5)
-    never = detection_rates(est, {**cal, "t_ng": np.inf, "t_review": np.inf, "pixel_threshold": np.inf})
-    always = detection_rates(est, {**cal, "t_ng": -np.inf, "t_review": -np.inf, "pixel_threshold": -np.inf})
+    never = detection_rates(est, cal.replace(t_ng=np.inf, t_review=np.inf, pixel_threshold=np.inf))
+    always = detection_rates(est, cal.replace(t_ng=-np.inf, t_review=-np.inf, pixel_threshold=-np.inf))
     assert never["rates"]["spot"]["16"]["ng"] == 0.0 and never["min_size_90"]["spot"] is None
     assert always["rates"]["spot"]["16"] == {"n": 2, "ng": 1.0, "flagged": 1.0, "located": 1.0}
 

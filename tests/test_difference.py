@@ -7,6 +7,7 @@ import pytest
 
 from alignment.difference import DifferenceModel
 from anomaly.bundle import load_bundle, save_bundle
+from anomaly.calibration import Calibration
 from anomaly.demo.assembly import render_good
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
 
@@ -202,17 +203,17 @@ def test_a_good_refused_out_of_fold_is_counted_not_fatal(goods):
     that did not see it: training records it as an ALIGNMENT_FAILED rate and calibrates
     its thresholds on the goods that align."""
     from anomaly.calibration import calibrate
-    from anomaly.crossfit import assign_folds, score_out_of_fold
-    from anomaly.training import train
+    from anomaly.folds import assign_folds, score_out_of_fold
+    from anomaly.training import TrainingOptions, fit_calibrated
 
     moved = np.full_like(goods[0], 72)
     moved[:, 12:] = goods[0][:, :-12]
     images = goods[1:] + [moved]
-    model = train("difference", images, detection=True)
-    refused = model.calibration["alignment_refused"]
+    model = fit_calibrated("difference", images, TrainingOptions())
+    refused = model.calibration.alignment_refused
     assert refused["goods"] == [13] and (refused["k"], refused["n"]) == (1, 14)
     assert refused["ci95"][0] < 1 / 14 < refused["ci95"][1]
-    assert "did not align (1 of 14 out of fold)" in model.calibration["detection"]["summary"]
+    assert "did not align (1 of 14 out of fold)" in model.calibration.detection["summary"]
 
     folds = assign_folds(len(images), 5, 0)
     oof = score_out_of_fold(images, folds, lambda j, inside: DifferenceModel().fit(
@@ -220,8 +221,8 @@ def test_a_good_refused_out_of_fold_is_counted_not_fatal(goods):
     assert oof.extras["refused"] == [13] and np.isnan(oof.scores[13]) and oof.maps[13] is None
     expected = calibrate(oof.scores[:13], n_folds=5, split_seed=0,
                          good_map_maxima=[float(m.max()) for m in oof.maps[:13]])
-    assert model.calibration["t_ng"] == pytest.approx(expected["t_ng"])
-    assert model.calibration["n_good"] == 13
+    assert model.calibration.t_ng == pytest.approx(expected.t_ng)
+    assert model.calibration.n_good == 13
 
 
 def test_detection_rates_count_a_refused_synthetic_part_as_rejected():
@@ -230,7 +231,7 @@ def test_detection_rates_count_a_refused_synthetic_part_as_rejected():
     detection = {"kinds": ["spot"], "sizes_px": [8.0],
                  "samples": [["spot", 8.0, None, None], ["spot", 8.0, 0.5, 0.1], ["spot", 8.0, 2.0, 3.0],
                              ["spot", 8.0, 0.2, 0.1]]}
-    rates = detection_rates(detection, {"t_ng": 1.0, "t_review": 0.4, "pixel_threshold": 1.0})["rates"]["spot"]["8"]
+    rates = detection_rates(detection, Calibration(t_ng=1.0, t_review=0.4, pixel_threshold=1.0))["rates"]["spot"]["8"]
     assert rates == {"n": 4, "ng": 0.5, "flagged": 0.75, "located": 0.25}
 
 

@@ -12,37 +12,18 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from anomaly.bundle import FORMAT_VERSION
 from service import create_app
 from service.db import InspectionRecord
-from service.testing import make_part, make_test_config, png_bytes, tiny_store
-
-
-def _good_images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [make_part(rng) for _ in range(8)]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_store(tmp_path_factory.mktemp("api") / "store", _good_images)
+from service.testing import make_part, make_test_config, png_bytes, service_app
 
 
 @pytest.fixture(scope="module")
 def app(store: Path, tmp_path_factory: pytest.TempPathFactory):
-    app = create_app(make_test_config(tmp_path_factory.mktemp("api-app"), store, ARCHIVE="all"))
+    app = service_app(store, tmp_path_factory.mktemp("api-app"), ARCHIVE="all")
     yield app
     app.extensions["anomaly_jobs"].shutdown(wait=True)
     app.extensions["anomaly_db"].dispose()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def part_png() -> bytes:
-    return png_bytes(make_part(np.random.default_rng(42)))
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +173,29 @@ def test_batch_scores_and_records_every_part(client, app, part_png, defect_png):
     assert _count(app) == before + 2
 
 
+def test_each_overlay_is_drawn_from_its_own_parts_inspection(client, app, part_png, defect_png):
+    """A good part and a part with a pasted defect: each overlay is its own inspection drawn, not the other's."""
+    from anomaly.imageio import decode_image
+    from anomaly.inspect import inspect, render_overlay
+
+    bundle = app.extensions["anomaly_registry"].get("tiny").bundle
+    images = [decode_image(part_png), decode_image(defect_png)]
+    expected = [render_overlay(bundle, image, found) for image, found in zip(images, inspect(bundle, images))]
+    r = client.post("/api/v1/models/tiny/score-batch?return_overlay=true", content_type="multipart/form-data",
+                    data={"images": [(io.BytesIO(part_png), "good.png"), (io.BytesIO(defect_png), "defect.png")]})
+    assert r.status_code == 200, r.get_json()
+    results = r.get_json()["results"]
+    assert [x["verdict"] for x in results] == ["GOOD", "NG"]
+    label_colour = {"GOOD": (80, 255, 80), "NG": (255, 80, 80)}  # anomaly.overlay's label text colours
+    for i, (image, item) in enumerate(zip(images, results)):
+        shown = decode_image(base64.b64decode(item["overlay_png_base64"])).astype(int)
+        assert shown.shape == image.shape[:2] + (3,)
+        assert np.abs(shown - expected[i]).mean() < 0.5 < np.abs(shown - expected[1 - i]).mean()
+        corner = shown[:16, :60]  # the label box: "<verdict> <calibrated score>"
+        for verdict, colour in label_colour.items():
+            assert np.all(corner == colour, axis=-1).any() == (verdict == item["verdict"])
+
+
 def test_batch_with_one_bad_image_stores_nothing(client, app, part_png):
     before = _count(app)
     r = client.post("/api/v1/models/tiny/score-batch", content_type="multipart/form-data",
@@ -272,7 +276,7 @@ def test_list_models_and_show_version(client):
     models = client.get("/api/v1/models").get_json()["models"]
     assert models[0]["name"] == "tiny" and models[0]["production"] == 1
     v = client.get("/api/v1/models/tiny/versions/1").get_json()
-    assert v["detector"] == "patchcore" and v["calibration"]["t_ng"] > 0 and v["manifest"]["format_version"] == 1
+    assert v["detector"] == "patchcore" and v["calibration"]["t_ng"] > 0 and v["manifest"]["format_version"] == FORMAT_VERSION
     assert client.get("/api/v1/models/tiny").get_json()["versions"][0]["version"] == 1
 
 

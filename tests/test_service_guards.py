@@ -10,38 +10,15 @@ import numpy as np
 import pytest
 
 from anomaly.cli.serve import served_hosts
-from service import create_app
 from service.auth import create_api_key
-from service.testing import make_part, make_test_config, png_bytes, tiny_store
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    return tiny_store(tmp_path_factory.mktemp("guards") / "store", lambda: [make_part(rng) for _ in range(8)])
-
-
-def _app(store: Path, tmp: Path, **overrides):
-    root = tmp / "store"
-    shutil.copytree(store, root)
-    return create_app(make_test_config(tmp, root, **overrides))
+from service.testing import make_part, png_bytes, service_app
 
 
 @pytest.fixture(scope="module")
 def app(store, tmp_path_factory):
-    app = _app(store, tmp_path_factory.mktemp("guards-app"))
+    app = service_app(store, tmp_path_factory.mktemp("guards-app"))
     yield app
     app.extensions["anomaly_db"].dispose()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def part_png() -> bytes:
-    return png_bytes(make_part(np.random.default_rng(11)))
 
 
 def test_dns_rebinding_host_is_refused_before_anything_runs(client, app):
@@ -57,7 +34,7 @@ def test_dns_rebinding_host_is_refused_before_anything_runs(client, app):
 
 
 def test_allowed_hosts_from_the_configuration(store, tmp_path):
-    app = _app(store, tmp_path, ALLOWED_HOSTS="inspect.line3.example, 10.1.2.3")
+    app = service_app(store, tmp_path, ALLOWED_HOSTS="inspect.line3.example, 10.1.2.3")
     client = app.test_client()
     assert client.get("/healthz", headers={"Host": "inspect.line3.example:8000"}).status_code == 200
     assert client.get("/healthz", headers={"Host": "10.1.2.3"}).status_code == 200
@@ -106,7 +83,7 @@ def test_control_characters_in_fields_and_json_are_400_and_store_nothing(client,
 
 @pytest.mark.postgres
 def test_control_characters_on_postgresql_are_400_not_500(store, tmp_path, postgres_settings, part_png):
-    app = _app(store, tmp_path, **postgres_settings)
+    app = service_app(store, tmp_path, **postgres_settings)
     client = app.test_client()
     for url in ("/api/v1/inspections?model=%00", "/api/v1/yield?model=%00", "/api/v1/jobs?model=%00"):
         assert client.get(url).status_code == 400, url
@@ -120,7 +97,7 @@ def test_control_characters_on_postgresql_are_400_not_500(store, tmp_path, postg
 @pytest.mark.parametrize("target", ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "https://evil.example",
                                     "/%0d%0a/evil.example", "javascript:alert(1)"])
 def test_login_never_redirects_off_the_site(store, tmp_path, target):
-    app = _app(store, tmp_path, REQUIRE_API_KEYS=True)
+    app = service_app(store, tmp_path, REQUIRE_API_KEYS=True)
     key = create_api_key(app.extensions["anomaly_db"], "alice", "admin")
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
@@ -137,7 +114,7 @@ def test_login_never_redirects_off_the_site(store, tmp_path, target):
 
 
 def test_metrics_and_readiness_details_need_a_key_where_keys_are_required(store, tmp_path):
-    app = _app(store, tmp_path, REQUIRE_API_KEYS=True)
+    app = service_app(store, tmp_path, REQUIRE_API_KEYS=True)
     key = create_api_key(app.extensions["anomaly_db"], "prometheus", "score")
     client = app.test_client()
     assert client.get("/metrics").status_code == 401
@@ -150,7 +127,7 @@ def test_metrics_and_readiness_details_need_a_key_where_keys_are_required(store,
 
 
 def test_one_broken_model_does_not_take_the_service_out(store, tmp_path):
-    app = _app(store, tmp_path)
+    app = service_app(store, tmp_path)
     root = Path(app.extensions["anomaly_store"].root)
     shutil.copytree(root / "tiny", root / "broken")
     (root / "broken" / "1" / "manifest.json").chmod(0o644)
@@ -183,7 +160,7 @@ def test_images_unlike_the_model_are_422_and_recorded_nowhere(client, shape):
 
 # -- bounded work: scoring slots, idempotent retries ------------------------------------------------
 def test_a_saturated_worker_answers_503_with_retry_after_and_stores_nothing(store, tmp_path, part_png):
-    app = _app(store, tmp_path, SCORING_WAIT_SECONDS=0.05)
+    app = service_app(store, tmp_path, SCORING_WAIT_SECONDS=0.05)
     client = app.test_client()
     slots = app.extensions["anomaly_scoring_slots"]
     assert slots.acquire(timeout=1)  # another request is being judged in this worker
@@ -204,7 +181,7 @@ def db_overrides(request):
 
 
 def test_a_retry_with_the_same_idempotency_key_returns_the_stored_answer(store, tmp_path, part_png, db_overrides):
-    app = _app(store, tmp_path, **db_overrides)
+    app = service_app(store, tmp_path, **db_overrides)
     client = app.test_client()
     key = {"Idempotency-Key": "plc-7-part-000123"}
     first = client.post("/api/v1/models/tiny/score?part_id=p-123", data=part_png, content_type="image/png",
@@ -246,7 +223,7 @@ def test_training_jobs_are_bounded_per_model_and_per_client(store, tmp_path, mon
 
     release = threading.Event()
     monkeypatch.setattr(TrainingJobs, "_run", lambda self, job_id, req: release.wait(30))  # jobs stay queued
-    app = _app(store, tmp_path, MAX_JOBS_PER_MODEL=1, MAX_JOBS_PER_CLIENT=2)
+    app = service_app(store, tmp_path, MAX_JOBS_PER_MODEL=1, MAX_JOBS_PER_CLIENT=2)
     client = app.test_client()
 
     def train(name: str):
@@ -287,7 +264,7 @@ def test_rejected_gallery_serves_small_thumbnails(store, tmp_path):
     small = cv2.imread(str(thumbnail))
     assert small.shape[:2] == (256, 256) and thumbnail.stat().st_size < overlay.stat().st_size / 4
     assert archive.file(rel, "thumbnail") == thumbnail  # kept, not rendered again
-    app = _app(store, tmp_path / "app", ARCHIVE="all")
+    app = service_app(store, tmp_path / "app", ARCHIVE="all")
     client = app.test_client()
     scored = client.post("/api/v1/models/tiny/score", data=png_bytes(make_part(np.random.default_rng(6))),
                          content_type="image/png").get_json()
@@ -298,7 +275,7 @@ def test_rejected_gallery_serves_small_thumbnails(store, tmp_path):
 
 
 def test_a_full_store_refuses_new_versions_with_507(store, tmp_path):
-    app = _app(store, tmp_path, MAX_VERSIONS_PER_MODEL=2)
+    app = service_app(store, tmp_path, MAX_VERSIONS_PER_MODEL=2)
     client = app.test_client()
     t_ng = client.get("/api/v1/models/tiny/versions/1").get_json()["calibration"]["t_ng"]
     assert client.post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 2}).status_code == 201
@@ -306,14 +283,14 @@ def test_a_full_store_refuses_new_versions_with_507(store, tmp_path):
     assert r.status_code == 507 and r.get_json()["code"] == "store_full"
     assert app.extensions["anomaly_store"].versions("tiny") == [1, 2]
     app.extensions["anomaly_db"].dispose()
-    app = _app(store, tmp_path / "quota", STORE_QUOTA_MB=0.001)
+    app = service_app(store, tmp_path / "quota", STORE_QUOTA_MB=0.001)
     r = app.test_client().post("/api/v1/models/tiny/thresholds", json={"t_ng": t_ng * 2})
     assert r.status_code == 507 and "quota" in r.get_json()["message"]
     app.extensions["anomaly_db"].dispose()
 
 
 def test_a_part_judged_past_the_deadline_is_not_recorded(store, tmp_path, part_png):
-    app = _app(store, tmp_path, SCORING_DEADLINE_SECONDS=0.0)
+    app = service_app(store, tmp_path, SCORING_DEADLINE_SECONDS=0.0)
     client = app.test_client()
     r = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png")
     assert r.status_code == 503 and r.get_json()["code"] == "deadline_exceeded" and r.headers["Retry-After"]
@@ -324,7 +301,7 @@ def test_a_part_judged_past_the_deadline_is_not_recorded(store, tmp_path, part_p
 @pytest.mark.postgres
 def test_records_page_with_a_30_digit_page_number_on_postgresql(store, tmp_path, postgres_settings):
     # Found by benchmarks/service_inputs.py: the offset overflowed PostgreSQL's BIGINT (500).
-    app = _app(store, tmp_path, **postgres_settings)
+    app = service_app(store, tmp_path, **postgres_settings)
     r = app.test_client().get("/records?model=999999999999999999999999999999&page=" + "9" * 30)
     assert r.status_code == 200
     app.extensions["anomaly_db"].dispose()

@@ -12,40 +12,19 @@ import numpy as np
 import pytest
 
 from service import create_app
-from service.testing import make_part, make_test_config, png_bytes, tiny_store
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    return tiny_store(tmp_path_factory.mktemp("pages") / "store", lambda: [make_part(rng) for _ in range(8)])
+from service.testing import make_part, make_test_config, png_bytes, service_app
 
 
 @pytest.fixture(scope="module")
 def app(store: Path, tmp_path_factory: pytest.TempPathFactory):
-    import shutil
-
-    tmp = tmp_path_factory.mktemp("pages-app")
-    root = tmp / "store"
-    shutil.copytree(store, root)
-    app = create_app(make_test_config(tmp, root))
+    app = service_app(store, tmp_path_factory.mktemp("pages-app"))
     yield app
     app.extensions["anomaly_db"].dispose()
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-@pytest.fixture(scope="module")
-def part_png() -> bytes:
-    return png_bytes(make_part(np.random.default_rng(11)))
 
 
 def csrf_of(response) -> str:
@@ -274,9 +253,10 @@ def test_environment_and_instance_file(tmp_path, monkeypatch):
 
 
 def test_charts_place_thresholds_and_yield():
+    from anomaly.calibration import Calibration
     from service.charts import calibration_svg, yield_svg
 
-    svg = str(calibration_svg([1.0, 1.1, 1.2, 1.3], {"t_review": 1.5, "t_ng": 2.0}))
+    svg = str(calibration_svg(Calibration(good_scores=[1.0, 1.1, 1.2, 1.3], t_review=1.5, t_ng=2.0)))
     xs = {label: float(re.search(rf'<line x1="([0-9.]+)"[^>]*/><text[^>]*>{label} ', svg).group(1))
           for label in ("REVIEW", "NG")}
     bars = [float(x) for x in re.findall(r'<rect x="([0-9.]+)"', svg)]

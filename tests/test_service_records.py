@@ -22,7 +22,7 @@ from service.auth import create_api_key, hash_key, lookup_key
 from service.db import (HEAD, ApiKeyRecord, Database, FeedbackRecord, InspectionRecord, current_version,
                         utcnow)
 from service.records import RecordFilter, add_feedback, query_inspections, yield_by_day
-from service.testing import make_part, make_test_config, png_bytes, tiny_store
+from service.testing import make_part, make_test_config, png_bytes
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_settings(request: pytest.FixtureRequest, tmp_path: Path):
@@ -37,12 +37,6 @@ def db(db_settings):
     database.migrate()
     yield database
     database.dispose()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    return tiny_store(tmp_path_factory.mktemp("records") / "store", lambda: [make_part(rng) for _ in range(8)])
 
 
 def _record(**fields) -> InspectionRecord:

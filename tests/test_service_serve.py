@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.testing import make_part, png_bytes, tiny_store
+from service.testing import make_part, png_bytes
 
 
 def free_port() -> int:
@@ -38,12 +38,6 @@ def http(method: str, url: str, data: bytes | None = None, headers: dict[str, st
 
 def _anomaly(*args: str) -> list[str]:
     return [sys.executable, "-m", "anomaly.cli.main", *args]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    return tiny_store(tmp_path_factory.mktemp("serve") / "store", lambda: [make_part(rng) for _ in range(8)])
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,23 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly.bundle import load_arrays, save_arrays, save_bundle
+from anomaly.arrays import load_arrays, save_arrays
+from anomaly.bundle import save_bundle
 from anomaly.calibration import calibrate
 from anomaly.detectors import registry
-from anomaly.detectors.base import AnomalyResult, Detector, load_images
+from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters, load_images
 from anomaly.errors import InvalidParameterError
 from anomaly.imageio import to_gray_float
 from anomaly.store import ModelStore
 
 
+@hyperparameters
 class MeanDifference(Detector):
     """A torch-free stand-in: distance to the mean good image at 32 x 32, smoothed."""
 
     name = "mean-difference-test"
 
-    def __init__(self, *, size: int = 32) -> None:
-        self.size = size
+    size: int = 32
 
     def _fit(self, images: Sequence[Any]) -> None:
         self.mean_ = np.mean([self._small(i) for i in load_images(images)], axis=0).astype(np.float32)
@@ -89,7 +90,7 @@ def test_moving_a_threshold_writes_a_new_version_and_leaves_the_old_untouched(st
     assert change["from_version"] == v1 and change["by"] == "qa" and change["before"]["t_ng"] == old["t_ng"]
     assert store.production("part") == v1  # not promoted unless asked
     loaded = store.load("part", v2)  # hashes verified: the detector files were copied as they were
-    assert loaded.calibration["t_ng"] == new["t_ng"]
+    assert loaded.calibration.t_ng == new["t_ng"]
     assert store.manifest("part", v2)["notes"]["parent_version"] == v1
 
 

@@ -72,12 +72,12 @@ def _generate(product: str, folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomaly.bundle import load_bundle, save_bundle
+    from anomaly.bundle import load_bundle
     from anomaly.datasets import MVTecCategory, find_categories
     from anomaly.imageio import read_image, write_png
     from anomaly.inspect import inspect, render_overlay
     from anomaly.store import ModelStore
-    from anomaly.training import train
+    from anomaly.training import train_into
 
     start_console(args.quiet)
     product = PRODUCTS[args.product]
@@ -92,13 +92,12 @@ def run(args: argparse.Namespace) -> int:
     train_paths = category.train_good()
     print(f"training {model_name} on {len(train_paths)} good images of '{category.name}' ...")
     start = time.perf_counter()
-    model = train(model_name, train_paths, source=str(category.root))
     store = ModelStore(out / "models")
-    name = f"demo-{category.name}"
-    version = store.add(name, lambda target: save_bundle(model.detector, target, training=model.training,
-                                                        calibration=model.calibration), promote=True)
-    print(f"trained in {time.perf_counter() - start:.1f} s -> model '{name}' version {version} in {store.root}")
-    bundle = load_bundle(store.path(name, version))
+    trained = train_into(store, f"demo-{category.name}", model_name, train_paths, source=str(category.root),
+                         promote=True)
+    print(f"trained in {time.perf_counter() - start:.1f} s -> model '{trained.name}' version {trained.version} "
+          f"in {store.root}")
+    bundle = load_bundle(trained.path)
     overlays = out / "overlays"
     overlays.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from anomaly.cli.common import add_model_options, model_params, print_json, start_console
-from anomaly.cli.train import add_calibration_options
+from anomaly.cli.train import add_calibration_options, training_options
 from anomaly.datasets import find_categories
 from anomaly.errors import DatasetError
 
@@ -18,8 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", type=Path, help="an MVTec-layout category (or a folder of categories)")
     add_model_options(p)
     add_calibration_options(p)
-    p.add_argument("--limit-train", type=int, help="use at most N training images (seeded choice)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, dest="json_out", help="write the report(s) here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -30,14 +28,12 @@ def run(args: argparse.Namespace) -> int:
 
     start_console(args.quiet)
     params = model_params(args)
+    options = training_options(args)
     categories = find_categories(args.dataset)
     if not categories:
         raise DatasetError(f"no MVTec-layout category (a folder with train/good) at or below {args.dataset}")
     reports = [
-        evaluate(c, args.model, params=params, target_frr=args.target_frr, review_rate=args.review_rate,
-                 pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed, limit_train=args.limit_train,
-                 pixel_size_mm=args.pixel_size_mm, grading=args.grading,
-                 detection=not args.no_detection_estimate)
+        evaluate(c, args.model, params=params, options=options)
         for c in categories
     ]
     out = reports[0] if len(reports) == 1 else reports

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 
+from anomaly.calibration import Calibration
 from anomaly.cli.common import add_store_option, open_store, print_json
 
 
@@ -87,11 +88,11 @@ def run_set_threshold(args: argparse.Namespace) -> int:
                              pixel_rate=args.pixel_rate, grading=args.grading)
     version = set_thresholds(store, args.name, args.version, change=change, promote=args.promote,
                              changed_by=_user(), reason=args.reason)
-    cal = store.manifest(args.name, version)["calibration"]
-    print_json({"name": args.name, "version": version, "parent_version": cal["history"][-1]["from_version"],
-                "production": store.production(args.name), "t_review": cal["t_review"], "t_ng": cal["t_ng"],
-                "pixel_threshold": cal.get("pixel_threshold"), "expected": cal.get("expected"),
-                "detection": (cal.get("detection") or {}).get("summary")})
+    cal = Calibration.from_manifest(store.manifest(args.name, version)["calibration"])
+    print_json({"name": args.name, "version": version, "parent_version": cal.history[-1]["from_version"],
+                "production": store.production(args.name), "t_review": cal.t_review, "t_ng": cal.t_ng,
+                "pixel_threshold": cal.pixel_threshold, "expected": cal.expected,
+                "detection": (cal.detection or {}).get("summary")})
     return 0
 
 

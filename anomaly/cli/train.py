@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anomaly.cli.common import add_model_options, add_store_option, model_params, open_store, print_json, start_console
+
+if TYPE_CHECKING:
+    from anomaly.training import TrainingOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", "-n", required=True, help="model name in the store")
     add_model_options(p)
     add_calibration_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the cross-fitting folds and synthetic defects")
     p.add_argument("--promote", action="store_true", help="mark the new version for production")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_option(p)
@@ -24,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_calibration_options(p: argparse.ArgumentParser) -> None:
-    """Options of the good-only calibration (shared with ``anomaly eval``)."""
+    """The :class:`~anomaly.training.TrainingOptions` flags (shared with ``anomaly eval``)."""
     p.add_argument("--target-frr", type=float, default=0.01,
                    help="wanted share of good parts judged NG (default 0.01)")
     p.add_argument("--review-rate", type=float, default=None,
@@ -37,45 +40,47 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help='region grading rules, e.g. \'{"ng_if_any": {"length_mm": 2}}\' (see anomaly.grading)')
     p.add_argument("--no-detection-estimate", action="store_true",
                    help="skip scoring synthetic defects at the thresholds")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the cross-fitting folds, the synthetic defects and any sub-sampling (default 0)")
+    p.add_argument("--max-images", "--limit-train", type=int, default=None, metavar="N",
+                   help="train on at most N of the good images (a seeded choice)")
+
+
+def training_options(args: argparse.Namespace) -> TrainingOptions:
+    """The :class:`~anomaly.training.TrainingOptions` the calibration flags ask for."""
+    from anomaly.training import TrainingOptions
+
+    return TrainingOptions(target_frr=args.target_frr, review_rate=args.review_rate, pixel_rate=args.pixel_rate,
+                           n_folds=args.folds, seed=args.seed, pixel_size_mm=args.pixel_size_mm,
+                           grading=args.grading, detection=not args.no_detection_estimate,
+                           max_images=args.max_images)
 
 
 def run(args: argparse.Namespace) -> int:
-    from anomaly.bundle import save_bundle
     from anomaly.datasets import good_images
-    from anomaly.training import train
+    from anomaly.training import train_into
 
     start_console(args.quiet)
+    options = training_options(args)
     paths = good_images(args.images)
-    model = train(args.model, paths, params=model_params(args), target_frr=args.target_frr,
-                  review_rate=args.review_rate, pixel_rate=args.pixel_rate, n_folds=args.folds, seed=args.seed,
-                  source=str(args.images),
-                  pixel_size_mm=args.pixel_size_mm, grading=args.grading,
-                  detection=not args.no_detection_estimate)
-    store = open_store(args)
-    version = store.add(
-        args.name,
-        lambda target: save_bundle(model.detector, target, training=model.training, calibration=model.calibration,
-                                   notes={"fit_seconds": round(model.fit_seconds, 3),
-                                          "calibration_seconds": round(model.calibration_seconds, 3),
-                                          "detection_seconds": round(model.detection_seconds, 3)}),
-        promote=True if args.promote else None,
-    )
-    cal = model.calibration
+    trained = train_into(open_store(args), args.name, args.model, paths, options, params=model_params(args),
+                         source=str(args.images), promote=True if args.promote else None)
+    model, cal = trained.model, trained.model.calibration
     print_json({
         "name": args.name,
-        "version": version,
-        "path": str(store.path(args.name, version)),
-        "production": store.production(args.name) == version,
+        "version": trained.version,
+        "path": str(trained.path),
+        "production": trained.production,
         "detector": args.model,
         "n_images": model.training.n_images,
         "fit_seconds": round(model.fit_seconds, 3),
-        "t_review": cal["t_review"],
-        "t_ng": cal["t_ng"],
-        "pixel_threshold": cal.get("pixel_threshold"),
-        "expected": cal.get("expected"),
+        "t_review": cal.t_review,
+        "t_ng": cal.t_ng,
+        "pixel_threshold": cal.pixel_threshold,
+        "expected": cal.expected,
         # Goods not aligned out of fold (classical models): ALIGNMENT_FAILED on the line.
-        "alignment_refused": cal.get("alignment_refused"),
-        "detection": (cal.get("detection") or {}).get("summary"),
-        "min_size_90": (cal.get("detection") or {}).get("min_size_90"),
+        "alignment_refused": cal.alignment_refused,
+        "detection": (cal.detection or {}).get("summary"),
+        "min_size_90": (cal.detection or {}).get("min_size_90"),
     })
     return 0
