@@ -12,6 +12,7 @@ import numpy as np
 
 from anomaly.accepted_input import AcceptedInput
 from anomaly.bundle import Bundle
+from anomaly.detectors.base import AnomalyResult
 from anomaly.grading import grade, min_area_px
 from anomaly.imageio import ImageLike, as_image
 from anomaly.overlay import overlay
@@ -58,25 +59,43 @@ def map_stats(amap: np.ndarray, pixel_threshold: float | None) -> dict[str, floa
 
 
 def inspect(bundle: Bundle, images: Sequence[ImageLike]) -> list[Inspection]:
-    """Score images with a bundle and judge them against its calibration.
+    """Score images with a bundle and judge them against its calibration: :func:`accepted`, score, :func:`judge`."""
+    arrays = accepted(bundle, images)
+    return judge(bundle, arrays, bundle.detector.score(arrays))
 
-    Images unlike the training images (size, aspect ratio, colour) are refused first
-    (:class:`anomaly.accepted_input.InputGeometryError`). The score gives a first verdict (``score_verdict``); when the calibration has a pixel
+
+def accepted(bundle: Bundle, images: Sequence[ImageLike]) -> list[np.ndarray]:
+    """Decode images and refuse those unlike the training images (size, aspect ratio, colour).
+
+    Raises:
+        InputGeometryError: an image the model does not accept (see :mod:`anomaly.accepted_input`).
+    """
+    arrays = [as_image(image) for image in images]
+    geometry = (bundle.manifest.get("training_data") or {}).get("accepted_input")
+    if geometry:
+        check = AcceptedInput.from_dict(geometry)
+        for i, image in enumerate(arrays):
+            check.check(image, label="image" if len(arrays) == 1 else f"image {i}")
+    return arrays
+
+
+def judge(bundle: Bundle, images: Sequence[np.ndarray], result: AnomalyResult) -> list[Inspection]:
+    """Turn the detector's scores and maps into answers.
+
+    The score gives a first verdict (``score_verdict``); when the calibration has a pixel
     threshold, the map's regions are measured (:func:`anomaly.regions.find_regions`) and
     the bundle's grading rules (:func:`anomaly.grading.grade`) give the final verdict and
     the reasons for it.
+
+    Args:
+        bundle: The model.
+        images: The decoded images, ``(H, W)`` or ``(H, W, 3)`` each.
+        result: ``bundle.detector.score(images)``.
     """
     cal = bundle.calibration
-    arrays = [as_image(image) for image in images]
-    accepted = (bundle.manifest.get("training_data") or {}).get("accepted_input")
-    if accepted:
-        geometry = AcceptedInput.from_dict(accepted)
-        for i, image in enumerate(arrays):
-            geometry.check(image, label="image" if len(arrays) == 1 else f"image {i}")
-    result = bundle.detector.score(arrays)
     pixel, pixel_size, rules = cal.pixel_threshold, cal.pixel_size_mm, cal.grading
     out = []
-    for image, score, amap in zip(arrays, result.scores, result.maps):
+    for image, score, amap in zip(images, result.scores, result.maps):
         first = cal.verdict(float(score))
         final, reasons, regions = first, [], []
         if pixel is not None:

@@ -42,6 +42,7 @@ COLUMNS = [
     ("decode ms", lambda r: f"{r['decode_ms_p50']:.1f}"),
     ("backbone ms", lambda r: _f(r.get("backbone_ms_p50"), 1)),
     ("p50 / floor", lambda r: _f(r.get("latency_over_floor"), 2)),
+    ("inspect p50 ms", lambda r: _f((r.get("inspect_latency_ms") or {}).get("p50"), 1)),
     ("peak RSS MB", lambda r: f"{r['peak_rss_mb']:.0f}"),
 ]
 

@@ -262,7 +262,9 @@ def _foundation(results: Path) -> list[_Section]:
         "**What**: `anomaly eval` of each model with the parameters listed below on every MVTec-layout set: fitted on "
         "all of `train/good` (thresholds cross-fitted on those goods alone), scored on all of `test/`, one run "
         "per set and model, each in its own process (peak RSS and timings per run). Latency is per image, "
-        "batch of one, from the file; `p50 / floor` is p50 over the backbone's own forward.",
+        "batch of one, from the file to score and map (`p50 ms`, `p90 ms`); `p50 / floor` is p50 over the "
+        "backbone's own forward; `inspect p50 ms` goes on to the verdict, regions and grading, the whole of what "
+        "the service computes for a part (reports from before it was measured show n/a).",
         "",
         "**Command**: `python benchmarks/foundation.py "
         + "".join(f"--datasets {d} " for d in datasets)
@@ -276,13 +278,14 @@ def _foundation(results: Path) -> list[_Section]:
     s.add("")
     s.add(*_table(
         ["set", "model", "train", "test good / defective", "image AUROC", "one pair moves it by", "pixel AUROC",
-         "AUPRO", "F1 max", "fit s", "p50 ms", "p90 ms", "decode ms", "backbone ms", "p50 / floor", "peak RSS MB"],
+         "AUPRO", "F1 max", "fit s", "p50 ms", "p90 ms", "decode ms", "backbone ms", "p50 / floor", "inspect p50 ms",
+         "peak RSS MB"],
         ([_set_label(r), r["detector"], r.get("n_train"),
           f"{(r.get('n_test') or 0) - (r.get('n_test_defective') or 0)} / {r.get('n_test_defective')}",
           _a(r.get("image_auroc")), _pair_step(r), _a(r.get("pixel_auroc")), _a(r.get("aupro")),
           _a(r.get("f1_max_image")), _ms(r.get("fit_seconds")), _ms(_get(r, "latency_ms", "p50")), _ms(_get(r, "latency_ms", "p90")),
           _ms(r.get("decode_ms_p50")), _ms(r.get("backbone_ms_p50")), _x(r.get("latency_over_floor")),
-          _mb(r.get("peak_rss_mb"))]
+          _ms(_get(r, "inspect_latency_ms", "p50")), _mb(r.get("peak_rss_mb"))]
          for r in reports)))
     notes = sorted({f"{_set_label(r)}: {r['pixel_metrics_note']}" for r in reports
                     if r.get("pixel_auroc") is None and r.get("pixel_metrics_note")})
