@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# benchmarks/ is not a package: load the module from its file.
+# benchmarks/ is not a package: load the module from its file, its sibling modules from the folder.
+sys.path.insert(0, str(REPO / "benchmarks"))
 _spec = importlib.util.spec_from_file_location("benchmarks_report", REPO / "benchmarks" / "report.py")
 report = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report)
