@@ -206,6 +206,16 @@ def train_into(
         InvalidParameterError: bad parameters or options.
     """
     model = fit_calibrated(detector, images, options or TrainingOptions(), params=params, source=source)
+    return store_model(store, name, model, notes, promote=promote)
+
+
+def store_model(store: ModelStore, name: str, model: TrainedModel, notes: dict[str, Any] | None = None, *,
+                promote: bool | None = None) -> TrainedVersion:
+    """Save a fitted, calibrated model as a new version of ``name`` (the second half of :func:`train_into`).
+
+    Used directly only where the model was fitted by :func:`fit_calibrated` already, as
+    onboarding does for the candidate it chose.
+    """
     version = store.add(name, lambda target: save_bundle(
         model.detector, target, training=model.training, calibration=model.calibration,
         notes={**(notes or {}), **model.timings()}), promote=promote)

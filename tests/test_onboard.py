@@ -1,0 +1,91 @@
+"""Onboarding from good images only: the survey, the candidates offered, the choice, the record, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anomaly.demo.assembly import render_good
+from anomaly.errors import DatasetError
+from anomaly.goods import survey
+from anomaly.onboarding import Candidate, Figures, candidates, onboard, rank
+from anomaly.store import ModelStore
+
+SMALL = 64  # base input side for the tests (the product's default is 256)
+
+
+def long_strip(rng: np.random.Generator, height: int = 64) -> np.ndarray:
+    """A 10 : 1 part (a little longer or shorter each time, so it is not a fixed-size aligned part)."""
+    width = int(640 + rng.integers(-10, 11))
+    rows = 110 + 30 * np.cos(np.pi * (np.arange(height) - height / 2) / height)
+    return np.clip(rows[:, None] + rng.normal(0, 2, (height, width)), 0, 255).astype(np.uint8)
+
+
+def test_survey_sees_shape_size_and_alignment():
+    rng = np.random.default_rng(0)
+    strips = survey([long_strip(rng) for _ in range(6)])
+    assert strips.elongation > 9 and not strips.same_size and strips.aligned is None and strips.gray
+    boards = survey([render_good(128, np.random.default_rng(i), noise=2.0) for i in range(6)])
+    assert boards.same_size and boards.aligned and boards.alignment_quality > 0.9 and not boards.gray
+
+
+def test_candidates_follow_the_goods():
+    rng = np.random.default_rng(0)
+    names = [c.name for c in candidates(survey([long_strip(rng) for _ in range(6)]), base_size=SMALL)]
+    assert names == ["patchcore-64", "padim-64", "patchcore-letterbox-64x256", "padim-letterbox-64x256"]
+    boards = candidates(survey([render_good(128, np.random.default_rng(i)) for i in range(6)]), base_size=SMALL)
+    assert {"difference", "gmm"} <= {c.detector for c in boards}  # aligned goods: classical models offered
+    large = survey([np.full((800, 820), 100, np.uint8), np.full((800, 820), 101, np.uint8)])
+    assert "patchcore-128" in [c.name for c in candidates(large, base_size=SMALL)]
+
+
+def test_rank_prefers_detection_then_auroc_then_speed():
+    def entry(name, detection, auroc, latency):
+        return Candidate(name, "padim"), Figures(4, 2, detection=detection, auroc=auroc, latency_ms=latency)
+
+    ranked = rank([entry("slow", 0.80, 0.90, 30.0), entry("fast", 0.79, 0.895, 5.0), entry("weak", 0.5, 0.99, 1.0),
+                   (Candidate("broken", "gmm"), Figures(4, 2, error="AlignmentError"))])
+    assert [c.name for c, _ in ranked] == ["fast", "slow", "weak"]  # a tie goes to the faster model
+
+
+def test_an_elongated_part_gets_an_aspect_preserving_input(tmp_path):
+    rng = np.random.default_rng(0)
+    done = onboard(ModelStore(tmp_path), "strip", [long_strip(rng) for _ in range(16)], base_size=SMALL)
+    # Squeezed 10 x into a square, small defects vanish; kept at 2.5 x they are found.
+    assert done.winner.params.get("resize") == "letterbox", done.record["why"]
+    figures = {c["name"]: c["figures"][-1] for c in done.record["candidates"]}
+    assert figures[done.winner.name]["detection"] > figures["patchcore-64"]["detection"]
+    manifest = ModelStore(tmp_path).manifest("strip", done.version.version)
+    assert manifest["params"]["resize"] == "letterbox" and manifest["notes"]["onboarding"]["winner"] == done.winner.name
+    assert done.record["provisional"]  # 16 goods: wide intervals, and the record says so
+
+
+def test_an_aligned_assembly_is_offered_the_classical_models(tmp_path):
+    goods = [render_good(128, np.random.default_rng(i), noise=2.0) for i in range(8)]
+    done = onboard(ModelStore(tmp_path), "board", goods, base_size=SMALL)
+    judged = {c["name"]: c["figures"][-1] for c in done.record["candidates"]}
+    assert {"difference", "gmm"} <= set(judged) and judged["difference"]["error"] is None
+    assert done.version.model.calibration.t_ng is not None and done.record["provisional"]
+
+
+def test_cli_onboard_answers_json_and_names_bad_files(tmp_path, capsys):
+    from anomaly.cli.main import main
+    from anomaly.imageio import write_png
+
+    folder = tmp_path / "goods"
+    folder.mkdir()
+    for i in range(8):
+        write_png(folder / f"good-{i}.png", render_good(96, np.random.default_rng(i), noise=2.0))
+    assert main(["onboard", str(folder), "--name", "cli", "--store", str(tmp_path / "store"), "--quiet",
+                 "--budget-min", "5"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == 1 and answer["provisional"] and answer["chosen"] in {c["name"] for c in
+                                                                                     answer["candidates"]}
+    (folder / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="broken.png"):
+        onboard(ModelStore(tmp_path / "store"), "cli", sorted(folder.iterdir()),
+                names=[p.name for p in sorted(folder.iterdir())])
+    with pytest.raises(DatasetError, match="at least"):
+        onboard(ModelStore(tmp_path / "store"), "cli", [render_good(96, np.random.default_rng(0))])
