@@ -13,7 +13,7 @@ For each MVTec-layout category under ``--datasets``:
     python benchmarks/onboard.py [--datasets ../shared/datasets] [--sets grid ball_screw]
                                  [--budget-min 10] [--max-goods 200] [--out benchmarks/results/onboard]
 
-Writes one JSON per set and ``summary.md`` in ``--out``.
+Writes one JSON per set and ``summary.md`` in ``--out``, then rewrites benchmarks/REPORT.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from anomaly.bench.provenance import git_commit, run_provenance  # noqa: E402
 from anomaly.datasets import MVTecCategory, find_categories  # noqa: E402
+from report import write_report  # noqa: E402  (benchmarks/report.py: this script's folder is on sys.path)
 
 DEFAULTS = "patchcore-256"
 
@@ -120,6 +121,7 @@ def main() -> int:
         rows.append(doc)
     (args.out / "summary.md").write_text(summary(rows))
     print(summary(rows))
+    write_report()
     return 0
 
 
