@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, session, url_for
 
 from anomaly.calibration import Calibration
-from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError, UnknownDetectorError
+from anomaly.errors import BundleError, InvalidParameterError, ModelNotFoundError
 from anomaly.store import ModelStore, check_model_name
 from anomaly.training import TrainingOptions
 from service.archive import FILES, Archive
@@ -21,7 +21,7 @@ from service.limits import check_room
 from service.auth import UNSAFE_METHODS, check_same_origin, current_principal, key_from_headers, require
 from service.db import Database
 from service.errors import BadRequestError, ConflictError, ModelNotReadyError, NotFoundError, UnsupportedMediaTypeError
-from service.jobs import TrainingJobs, TrainingRequest, feedback_training_images
+from service.jobs import TrainingJobs, TrainingRequest, check_training, feedback_training_images
 from service.records import (RecordFilter, add_feedback, feedback_answer, get_inspection, parse_limit, parse_time,
                              query_inspections, yield_by_day)
 from service.registry import ModelRegistry
@@ -373,7 +373,6 @@ def _score_or_not_ready(name: str, version: int | None, parts: list[Part], sourc
 @require("admin")
 def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
     """Start training a new version from uploaded good images; poll the job it returns."""
-    from anomaly.detectors.registry import check_params
     from anomaly.imageio import decode_image
 
     config = current_app.config
@@ -390,10 +389,7 @@ def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
         raise BadRequestError("params must be a JSON object, e.g. {\"image_size\": 256}") from None
     if not isinstance(params, dict):
         raise BadRequestError("params must be a JSON object")
-    try:
-        check_params(detector, params)  # names and values, before a job is queued
-    except (UnknownDetectorError, InvalidParameterError) as exc:
-        raise BadRequestError(str(exc)) from None
+    check_training(detector, params, len(request.files.getlist("images")))
     options = training_options(form)
     promote_when_done = parse_bool(form.get("promote"), field="promote")
     use_feedback = parse_bool(form.get("use_feedback"), field="use_feedback")

@@ -92,7 +92,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
     app.extensions["anomaly_archive"] = Archive(app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
     app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]),
                                                   max_active_per_model=int(app.config["MAX_JOBS_PER_MODEL"]),
-                                                  max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]))
+                                                  max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]),
+                                                  onboard_budget_seconds=float(app.config["ONBOARD_BUDGET_SECONDS"]))
     app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
     Metrics().init_app(app)
     csrf = CSRFProtect(app)

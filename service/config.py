@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "SCORING_SLOTS": 1,
     "SCORING_WAIT_SECONDS": 5.0,
     "DEFAULT_DETECTOR": "patchcore",
+    "ONBOARD_BUDGET_SECONDS": 600.0,  # search time of an onboarding job ("detector": "auto")
 }
 
 

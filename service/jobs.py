@@ -25,12 +25,38 @@ from anomaly.progress import Listener, listen
 from anomaly.store import ModelStore
 from anomaly.training import TrainingOptions
 from service.db import Database, TrainingJobRecord, iso, new_id, utcnow
-from service.errors import NotFoundError, TooManyJobsError
+from service.errors import BadRequestError, NotFoundError, TooManyJobsError
 from service.limits import check_room
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
+#: The detector name that asks for onboarding: the job chooses the model (anomaly.onboarding).
+AUTO = "auto"
+#: Goods an onboarding job needs (each candidate is fitted on some and judged on the others).
+ONBOARD_MIN_IMAGES = 4
+
+
+def check_training(detector: str, params: dict[str, Any], n_images: int) -> None:
+    """Refuse a training request before a job is queued: unknown detector or parameter, too few images.
+
+    Raises:
+        BadRequestError: what is wrong, in words.
+    """
+    from anomaly.detectors.registry import check_params
+    from anomaly.errors import InvalidParameterError, UnknownDetectorError
+
+    if detector == AUTO:
+        if params:
+            raise BadRequestError("onboarding (detector 'auto') chooses the parameters itself; choose a detector "
+                                  "to set them")
+        if n_images < ONBOARD_MIN_IMAGES:
+            raise BadRequestError(f"onboarding needs at least {ONBOARD_MIN_IMAGES} good images, got {n_images}")
+        return
+    try:
+        check_params(detector, params)  # names and values, without building a backbone
+    except (UnknownDetectorError, InvalidParameterError) as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 @dataclass
@@ -39,7 +65,7 @@ class TrainingRequest:
 
     Attributes:
         name: Model name (new or existing).
-        detector: Registry name of the detector.
+        detector: Registry name of the detector, or :data:`AUTO` to onboard (the job chooses).
         params: Detector hyper-parameters.
         images: Encoded good images.
         options: Training and calibration options (as ``anomaly train`` takes them).
@@ -79,14 +105,16 @@ class TrainingJobs:
         max_workers: Jobs trained at once in this worker.
         max_active_per_model: Queued and running jobs allowed for one model, across workers.
         max_active_per_client: Queued and running jobs allowed for one client, across workers.
+        onboard_budget_seconds: Search time of an onboarding job.
     """
 
     def __init__(self, db: Database, store: ModelStore, *, max_workers: int = 1, max_active_per_model: int = 1,
-                 max_active_per_client: int = 3) -> None:
+                 max_active_per_client: int = 3, onboard_budget_seconds: float = 600.0) -> None:
         self.db = db
         self.store = store
         self.max_active_per_model = int(max_active_per_model)
         self.max_active_per_client = int(max_active_per_client)
+        self.onboard_budget_seconds = float(onboard_budget_seconds)
         self.host = socket.gethostname()[:255]
         self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
 
@@ -180,8 +208,17 @@ class TrainingJobs:
             notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
                      "feedback_images": req.extra_images}
             with listen(self._listener(job_id)):
-                version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,
-                                     params=req.params, source="upload to the service", promote=req.promote).version
+                if req.detector == AUTO:
+                    from anomaly.onboarding import onboard
+
+                    done = onboard(self.store, req.name, req.images, target_frr=req.options.target_frr,
+                                   seed=req.options.seed, budget_seconds=self.onboard_budget_seconds,
+                                   promote=req.promote)
+                    version = done.version.version
+                else:
+                    version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,
+                                         params=req.params, source="upload to the service",
+                                         promote=req.promote).version
             seconds = time.perf_counter() - start
             self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
                          finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s")

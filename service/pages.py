@@ -24,7 +24,7 @@ from service.auth import Principal, check_role, current_principal, lookup_key
 from service.charts import calibration_svg, yield_svg
 from service.db import FEEDBACK_KINDS, VERDICTS
 from service.errors import BadRequestError, ConflictError
-from service.jobs import TrainingJobs, TrainingRequest
+from service.jobs import AUTO, TrainingJobs, TrainingRequest, check_training
 from service.limits import check_room
 from service.records import (MAX_OFFSET, RecordFilter, add_feedback, get_inspection, query_inspections,
                              yield_by_day)
@@ -142,7 +142,7 @@ def onboard() -> BaseResponse | str | tuple[str, int]:
             return redirect(url_for("pages.job_page", job_id=job["job_id"]))
         except AnomalyError as exc:
             error = f"{exc.code}: {exc}"
-    return render_template("onboard.html", detectors=detectors, default=current_app.config["DEFAULT_DETECTOR"],
+    return render_template("onboard.html", detectors=detectors, default=AUTO, auto=AUTO,
                            models=_store().names(), error=error), (400 if error else 200)
 
 
@@ -151,7 +151,7 @@ def _start_training_from_form() -> dict[str, Any]:
 
     config = current_app.config
     name = check_model_name(request.form.get("name", "").strip())
-    detector = request.form.get("detector") or config["DEFAULT_DETECTOR"]
+    detector = request.form.get("detector") or AUTO
     params: dict[str, Any] = {}
     if request.form.get("image_size"):
         try:
@@ -171,9 +171,7 @@ def _start_training_from_form() -> dict[str, Any]:
             images.append(data)
     if len(images) < 2:
         raise BadRequestError(f"choose at least 2 good images, got {len(images)}")
-    from anomaly.detectors.registry import check_params
-
-    check_params(detector, params)  # unknown detector or parameter: said now, not by the job
+    check_training(detector, params, len(images))  # said now, not by the job
     return _jobs().submit(TrainingRequest(name=name, detector=detector, params=params, images=images,
                                           options=TrainingOptions(), promote=False,
                                           client=current_principal().name))

@@ -89,3 +89,36 @@ def test_cli_onboard_answers_json_and_names_bad_files(tmp_path, capsys):
                 names=[p.name for p in sorted(folder.iterdir())])
     with pytest.raises(DatasetError, match="at least"):
         onboard(ModelStore(tmp_path / "store"), "cli", [render_good(96, np.random.default_rng(0))])
+
+
+def test_an_onboarding_job_over_http_ends_on_a_version_page_with_the_evidence(tmp_path):
+    import io
+    import time
+
+    from service import create_app
+    from service.testing import make_test_config, png_bytes
+
+    app = create_app(make_test_config(tmp_path, tmp_path / "store", ONBOARD_BUDGET_SECONDS=120.0))
+    client = app.test_client()
+    try:
+        goods = [(io.BytesIO(png_bytes(render_good(96, np.random.default_rng(i), noise=2.0))), f"{i}.png")
+                 for i in range(8)]
+        r = client.post("/api/v1/models/board/versions", content_type="multipart/form-data",
+                        data={"images": goods, "detector": "auto", "promote": "true"})
+        assert r.status_code == 202, r.get_json()
+        job, status_url, deadline = r.get_json(), r.get_json()["status_url"], time.monotonic() + 300
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = client.get(status_url).get_json()
+        assert job["status"] == "succeeded", job
+        manifest = ModelStore(tmp_path / "store").manifest("board", job["version"])
+        record = manifest["notes"]["onboarding"]
+        page = client.get(f"/models/board/{job['version']}").get_data(as_text=True)
+        assert "onboarding-candidates" in page and record["winner"] in page and "Provisional" in page
+        few = [(io.BytesIO(png_bytes(render_good(96, np.random.default_rng(i)))), f"{i}.png") for i in range(3)]
+        r = app.test_client().post("/api/v1/models/board/versions", content_type="multipart/form-data",
+                                   data={"images": few, "detector": "auto"})  # a client without the page's session
+        assert r.status_code == 400 and "at least 4" in r.get_json()["message"]
+    finally:
+        app.extensions["anomaly_jobs"].shutdown(wait=True)
+        app.extensions["anomaly_db"].dispose()

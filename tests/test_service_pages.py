@@ -148,6 +148,15 @@ def test_onboard_form_validates_and_starts_a_job(client, app, monkeypatch):
     assert r.status_code == 302 and r.headers["Location"].endswith("/jobs/job-1")
     assert started["req"].name == "new-part" and len(started["req"].images) == 3
     assert started["req"].params == {"image_size": 64} and started["req"].promote is False
+    # Without a detector the page onboards: the job chooses, so parameters are refused.
+    images = [(io.BytesIO(png_bytes(make_part(rng))), f"{i}.png") for i in range(4)]
+    r = client.post("/onboard", content_type="multipart/form-data",
+                    data={"csrf_token": token, "name": "auto-part", "images": images})
+    assert r.status_code == 302 and started["req"].detector == "auto" and started["req"].params == {}
+    images = [(io.BytesIO(png_bytes(make_part(rng))), f"{i}.png") for i in range(4)]
+    r = client.post("/onboard", content_type="multipart/form-data",
+                    data={"csrf_token": token, "name": "auto-part", "image_size": "64", "images": images})
+    assert r.status_code == 400 and "chooses the parameters itself" in r.get_data(as_text=True)
 
 
 # -- keys, roles, sign-in -------------------------------------------------------------------------------
