@@ -38,7 +38,7 @@ from anomaly.errors import AlignmentError, AnomalyError, DatasetError
 from anomaly.folds import score_or_refuse
 from anomaly.goods import GoodsSurvey, read_goods, survey
 from anomaly.imageio import ImageLike
-from anomaly.metrics import image_auroc
+from anomaly.metrics import image_auroc, rank_refused_above
 from anomaly.progress import progress
 from anomaly.store import ModelStore
 from anomaly.training import TrainedVersion, TrainingOptions, fit_calibrated, store_model
@@ -181,9 +181,10 @@ def evaluate_candidate(candidate: Candidate, goods: Sequence[np.ndarray], *, tar
     figures.detection = round(float(np.mean(scores >= cal.t_ng)), 4)
     figures.flagged = round(float(np.mean(scores >= cal.t_review)), 4)
     figures.held_out_frr = round(float(np.mean(clean_scores >= cal.t_ng)), 4)
-    finite = np.concatenate([clean_scores, scores])
-    finite[~np.isfinite(finite)] = np.nanmax(np.where(np.isfinite(finite), finite, np.nan)) + 1.0
-    figures.auroc = round(float(image_auroc([0] * len(clean_scores) + [1] * len(scores), finite)), 4)
+    # Refused parts (no score) rank above every scored one, as on the line (rejected).
+    ranked = np.asarray(rank_refused_above([None if not np.isfinite(v) else float(v)
+                                            for v in np.concatenate([clean_scores, scores])]))
+    figures.auroc = round(float(image_auroc([0] * len(clean_scores) + [1] * len(scores), ranked)), 4)
     return figures
 
 
