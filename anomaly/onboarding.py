@@ -227,6 +227,7 @@ def onboard(
     seed: int = 0,
     base_size: int = 256,
     promote: bool | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> Onboarded:
     """Choose, fit, calibrate and store a model for a product from its good images alone.
 
@@ -241,6 +242,7 @@ def onboard(
         seed: Seed of every split, fold and synthetic defect (saved).
         base_size: Side of the default square input.
         promote: As :func:`anomaly.training.store_model`.
+        notes: More facts for the manifest's notes (who, why), beside ``onboarding``.
 
     Raises:
         DatasetError: fewer than 4 goods, or goods that cannot be read (named).
@@ -249,8 +251,8 @@ def onboard(
     """
     start = time.perf_counter()
     options = TrainingOptions(target_frr=target_frr, seed=seed)  # checks the rate before any work
+    split_goods(len(images), seed)  # at least 4 goods, said before any is decoded
     goods = read_goods(images, names)
-    split_goods(len(goods), seed)  # at least 4 goods
     found = survey(goods, names)
     offered = candidates(found, base_size=base_size)
     log.info("onboarding %s: %d goods, %d candidates (%s)", name, len(goods), len(offered),
@@ -300,5 +302,5 @@ def onboard(
     if provisional:
         record["note"] = (f"provisional: {len(goods)} goods give wide intervals on the false-reject rate; onboard "
                           "again with more goods")
-    stored = store_model(store, name, model, {"onboarding": record}, promote=promote)
+    stored = store_model(store, name, model, {**(notes or {}), "onboarding": record}, promote=promote)
     return Onboarded(stored, winner, record)

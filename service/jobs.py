@@ -213,7 +213,7 @@ class TrainingJobs:
 
                     done = onboard(self.store, req.name, req.images, target_frr=req.options.target_frr,
                                    seed=req.options.seed, budget_seconds=self.onboard_budget_seconds,
-                                   promote=req.promote)
+                                   promote=req.promote, notes=notes)
                     version = done.version.version
                 else:
                     version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,

@@ -113,6 +113,7 @@ def test_an_onboarding_job_over_http_ends_on_a_version_page_with_the_evidence(tm
         assert job["status"] == "succeeded", job
         manifest = ModelStore(tmp_path / "store").manifest("board", job["version"])
         record = manifest["notes"]["onboarding"]
+        assert manifest["notes"]["trained_by"] == "service" and manifest["notes"]["job_id"] == job["job_id"]
         page = client.get(f"/models/board/{job['version']}").get_data(as_text=True)
         assert "onboarding-candidates" in page and record["winner"] in page and "Provisional" in page
         few = [(io.BytesIO(png_bytes(render_good(96, np.random.default_rng(i)))), f"{i}.png") for i in range(3)]
