@@ -353,10 +353,11 @@ def _backbone_timer(detector) -> Callable[[np.ndarray], float] | None:
         return None
     from anomaly.features.preprocess import prepare_batch
 
-    extractor, geometry = detector.extractor, detector.geometry
+    extractor, geometry, tiling = detector.extractor, detector.geometry, detector.tiling
 
     def forward(image: np.ndarray) -> float:
-        batch, _ = prepare_batch([image], geometry, extractor.mean, extractor.std)
+        inputs = [image] if tiling is None else tiling.cut(image)[0]  # a tiled frame: all its tiles
+        batch, _ = prepare_batch(inputs, geometry, extractor.mean, extractor.std)
         t0 = time.perf_counter()
         extractor(batch)
         return (time.perf_counter() - t0) * 1e3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
@@ -13,7 +14,23 @@ from anomaly.features.backbone import FeatureExtractor
 from anomaly.features.patches import aggregate, aggregate_cells
 from anomaly.features.preprocess import prepare_batch
 from anomaly.geometry import Geometry, Placement
-from anomaly.imageio import ImageLike
+from anomaly.imageio import ImageLike, as_image
+from anomaly.tiling import TileLayout, Tiling
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """Where one model input comes from.
+
+    Attributes:
+        owner: Index of its image in the call's images.
+        tile: Index of the tile in the image's layout (0 untiled).
+        layout: The image's tile layout, ``None`` untiled.
+    """
+
+    owner: int
+    tile: int = 0
+    layout: TileLayout | None = None
 
 
 @hyperparameters
@@ -27,7 +44,10 @@ class BackboneDetector(Detector):
         backbone: timm backbone name (weights found offline, see ``anomaly.features.weights``).
         layers: Backbone stages whose features are combined, finest first.
         image_size: Model input size, an int (square) or ``(height, width)``.
-        resize: ``"stretch"`` or ``"letterbox"`` (keep aspect ratio, pad).
+        resize: ``"stretch"``, ``"letterbox"`` (keep aspect ratio, pad) or, for the models
+            that support it (:attr:`supports_tiling`), ``"tile"``: overlapping tiles of
+            ``image_size`` over the frame at ``tile_scale`` of its resolution (see
+            :mod:`anomaly.tiling`).
         roi: Optional ``(x, y, w, h)`` region of interest in original pixels.
         patch_size: Neighbourhood of the local feature aggregation (odd).
         smoothing_sigma: Gaussian sigma of the map, in model pixels.
@@ -50,6 +70,9 @@ class BackboneDetector(Detector):
     random_state: int = 0
 
     uses_backbone = True
+    #: Whether ``resize="tile"`` is allowed (a model whose statistics are per position in
+    #: the input, as PaDiM's, cannot share them between tiles).
+    supports_tiling: ClassVar[bool] = False
     #: ``"linear"`` (bilinear) or ``"nearest"`` (the cell whose receptive-field centre is
     #: nearest): see :func:`anomaly.features.patches.aggregate`.
     coarse_sampling: ClassVar[str]
@@ -63,11 +86,26 @@ class BackboneDetector(Detector):
             raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
         if int(self.patch_size) < 1 or int(self.patch_size) % 2 == 0:
             raise InvalidParameterError(f"patch_size must be an odd number >= 1, got {self.patch_size}")
+        if self.resize == "tile" and not self.supports_tiling:
+            raise InvalidParameterError(f"{self.name} cannot tile (its statistics are per input position): resize "
+                                        "must be 'stretch' or 'letterbox'")
         self.geometry  # validates image_size, resize and roi
+        self.tiling
 
     @property
     def geometry(self) -> Geometry:
+        """The model input of one image, or of one tile when tiled (then without ROI: the tiling has it)."""
+        if self.resize == "tile" and self.supports_tiling:
+            return Geometry.from_params(self.image_size, "stretch", None)
         return Geometry.from_params(self.image_size, self.resize, self.roi)
+
+    @property
+    def tiling(self) -> Tiling | None:
+        """How a frame is cut into tiles, or ``None`` when each image is one model input."""
+        if self.resize != "tile" or not self.supports_tiling:
+            return None
+        return Tiling(self.geometry.size, int(getattr(self, "tile_overlap", 32)),
+                      float(getattr(self, "tile_scale", 1.0)), None if self.roi is None else tuple(self.roi))
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -106,6 +144,37 @@ class BackboneDetector(Detector):
         step = int(self.batch_size)
         for start in range(0, len(images), step):
             yield images[start : start + step]
+
+    def _n_batches(self, images: Sequence[ImageLike]) -> int | None:
+        """How many batches :meth:`_input_batches` yields (``None`` tiled: known once the images are read)."""
+        return None if self.tiling is not None else -(-len(images) // int(self.batch_size))
+
+    def _input_batches(self, images: Sequence[ImageLike]) -> Iterator[tuple[list[Any], list["InputRef"]]]:
+        """Batches of model inputs (``batch_size`` each) and where each input comes from.
+
+        Untiled, an input is an image as given (decoded with the batch). Tiled, each image
+        is decoded once and cut (:meth:`~anomaly.tiling.Tiling.cut`); its tiles fill the
+        batches in order, a batch may hold the end of one image and the start of the next,
+        and no more than one batch of tiles is held at a time.
+        """
+        tiling, step = self.tiling, int(self.batch_size)
+        if tiling is None:
+            for start in range(0, len(images), step):
+                chunk = list(images[start : start + step])
+                yield chunk, [InputRef(start + i) for i in range(len(chunk))]
+            return
+        batch: list[Any] = []
+        refs: list[InputRef] = []
+        for owner, source in enumerate(images):
+            tiles, layout = tiling.cut(as_image(source))
+            for index, tile in enumerate(tiles):
+                batch.append(tile)
+                refs.append(InputRef(owner, index, layout))
+                if len(batch) == step:
+                    yield batch, refs
+                    batch, refs = [], []
+        if batch:
+            yield batch, refs
 
     @property
     def feature_stride(self) -> int:

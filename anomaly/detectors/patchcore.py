@@ -99,7 +99,11 @@ class PatchCore(BackboneDetector):
 
     Args:
         backbone, image_size, resize, roi, smoothing_sigma, batch_size: As for
-            :class:`~anomaly.detectors.deep.BackboneDetector`.
+            :class:`~anomaly.detectors.deep.BackboneDetector`. With ``resize="tile"`` the
+            frame is cut into overlapping ``image_size`` tiles (:mod:`anomaly.tiling`): the
+            bank holds every tile's patches (patches are matched regardless of position,
+            so one bank serves every tile), each tile is scored as an image, the image
+            score is the largest tile score and the map is the tiles' maps blended.
         layers: Backbone stages whose features are combined (two mid-level ones).
         patch_size: Neighbourhood of the local feature aggregation.
         channels_per_layer: Each layer's channels are averaged down to at most this many
@@ -124,6 +128,8 @@ class PatchCore(BackboneDetector):
         projection_dim: Random-projection dimension for the coreset distances.
         num_neighbors: ``b`` of the paper's image-score reweighting.
         index: ``"flat"`` (exact) or ``"hnsw"`` (approximate) nearest-neighbour index.
+        tile_overlap: Least overlap of neighbouring tiles in tile pixels (``resize="tile"``).
+        tile_scale: Scale of the frame before it is tiled (1.0: native resolution).
         random_state: Seed of the coreset's projection and first centre.
 
     Fixed choices, not parameters (bundle format 2 dropped them as options: no default
@@ -156,7 +162,10 @@ class PatchCore(BackboneDetector):
     projection_dim: int = 128
     num_neighbors: int = 9
     index: str = "flat"
+    tile_overlap: int = 32
+    tile_scale: float = 1.0
 
+    supports_tiling: ClassVar[bool] = True
     coarse_sampling: ClassVar[str] = "linear"
     refine_cells: ClassVar[int] = 8
     coarse_bank_size: ClassVar[int] = 1024
@@ -223,19 +232,21 @@ class PatchCore(BackboneDetector):
         # One bank per grid, each selected the same way from that grid's patches.
         coresets = [self._new_coreset(coarse=level == 0 and len(strides) > 1) for level in range(len(strides))]
         grids: list[tuple[int, int]] = []
-        for batch in progress(list(self._batches(images)), desc="patchcore: features"):
+        batches = self._input_batches(images)
+        for batch, refs in progress(batches, desc="patchcore: features", total=self._n_batches(images)):
             feats_per_grid, _ = self._features_at(batch, strides)
             for level, (coreset, feats) in enumerate(zip(coresets, feats_per_grid)):
                 n, dim, h, w = feats.shape
                 if len(grids) == level:
                     grids.append((h, w))
-                    whole, bounded = coreset.memory_estimate_mb(len(images) * h * w, dim)
+                    inputs = len(images) * (1 if refs[0].layout is None else len(refs[0].layout))
+                    whole, bounded = coreset.memory_estimate_mb(inputs * h * w, dim)
                     log.info(
-                        "patchcore: %d px grid, %d images x %d patches x %d dims = %.0f MB of features; "
+                        "patchcore: %d px grid, %d inputs x %d patches x %d dims = %.0f MB of features; "
                         "%s coreset selection holds at most %.0f MB; bank <= %d patches",
-                        strides[level], len(images), h * w, dim, whole,
-                        "exact" if coreset.fits_exact(len(images) * h * w, dim) else "streamed", bounded,
-                        coreset.target_size(len(images) * h * w),
+                        strides[level], inputs, h * w, dim, whole,
+                        "exact" if coreset.fits_exact(inputs * h * w, dim) else "streamed", bounded,
+                        coreset.target_size(inputs * h * w),
                     )
                 coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
         self.coreset_selection_ = "exact" if all(c.exact for c in coresets) else "streamed"
@@ -275,10 +286,12 @@ class PatchCore(BackboneDetector):
 
     # -- score ----------------------------------------------------------------------------
     def _score(self, images: Sequence[ImageLike]) -> AnomalyResult:
-        scores, maps = [], []
-        geometry = self.geometry
+        geometry, tiling = self.geometry, self.tiling
+        scores = np.full(len(images), -np.inf)
+        maps: list[np.ndarray | None] = [None] * len(images)
+        stitchers = {}
         refine = getattr(self, "_fine_knn", None) is not None and self.fine_stride is not None
-        for batch in self._batches(images):
+        for batch, refs in self._input_batches(images):
             layers, placements = self._layers(batch)
             feats = self._aggregate(layers, self.feature_stride)
             n, dim, h, w = feats.shape
@@ -288,15 +301,23 @@ class PatchCore(BackboneDetector):
             idx = idx[:, 0].reshape(n, h * w)
             queries = queries.reshape(n, h * w, dim)
             if refine:
-                scores.extend(self._refined_scores(dist, layers))
+                input_scores = self._refined_scores(dist, layers)
             else:
-                scores.extend(eq7_score(queries[i], dist[i], idx[i], self.memory_bank_, self.bank_neighbors_)
-                              for i in range(n))
-            for i in range(n):
+                input_scores = [eq7_score(queries[i], dist[i], idx[i], self.memory_bank_, self.bank_neighbors_)
+                                for i in range(n)]
+            for i, ref in enumerate(refs):
+                # A tiled image's score is its largest tile score: the largest over all its patches.
+                scores[ref.owner] = max(scores[ref.owner], input_scores[i])
                 model_map = model_resolution_map(dist[i].reshape(h, w), geometry.size, float(self.smoothing_sigma),
                                                  self.feature_stride, self.feature_origin)
-                maps.append(to_image_map(model_map, geometry, placements[i]))
-        return AnomalyResult(scores=np.asarray(scores), maps=maps)
+                if tiling is None:
+                    maps[ref.owner] = to_image_map(model_map, geometry, placements[i])
+                    continue
+                stitcher = stitchers.setdefault(ref.owner, tiling.stitcher(ref.layout))
+                stitcher.add(ref.tile, model_map)
+                if stitcher.complete:
+                    maps[ref.owner] = stitchers.pop(ref.owner).result()
+        return AnomalyResult(scores=scores, maps=maps)
 
     def _refined_scores(self, coarse_dist: np.ndarray, layers: Sequence[Any]) -> list[float]:
         """Image scores searched again on the finest grid in each image's top grid cells.
@@ -423,42 +444,43 @@ class PatchCore(BackboneDetector):
         streams = [[self._new_coreset(share=1.0 / k, coarse=level == 0 and len(strides) > 1) for _ in range(k)]
                    for level in range(len(strides))]
         grids: list[tuple[int, int]] = [(0, 0)] * len(strides)
-        position = 0
-        for batch in progress(list(self._batches(images)), desc="patchcore: features (cross-fit)"):
+        for batch, refs in progress(self._input_batches(images), desc="patchcore: features (cross-fit)",
+                                    total=self._n_batches(images)):
             feats_per_grid, _ = self._features_at(batch, strides)
             for level, f in enumerate(feats_per_grid):
                 n, dim, h, w = f.shape
                 grids[level] = (h, w)
                 f = f.permute(0, 2, 3, 1).reshape(n, h * w, dim).numpy()
-                for i in range(n):
-                    streams[level][folds[position + i]].add(f[i])
-            position += n
+                for i, ref in enumerate(refs):  # a tile goes to its image's fold
+                    streams[level][folds[ref.owner]].add(f[i])
         self.coreset_selection_ = "exact" if all(s.exact for level in streams for s in level) else "streamed"
         pools = [[s.pool() for s in level] for level in streams]
 
-        def bank_from(level: int, pool_ids: list[int], n_images: int) -> np.ndarray:
-            pool = np.concatenate([pools[level][p] for p in pool_ids], axis=0)
-            patches = grids[level][0] * grids[level][1]
-            first = streams[level][0]
-            return first.select(pool, first.target_size(n_images * patches), seed)
+        def seen(level: int, pool_ids: list[int]) -> int:
+            return sum(streams[level][p].seen for p in pool_ids)
 
-        def banks(pool_ids: list[int], n_images: int) -> tuple[np.ndarray, np.ndarray | None]:
-            fine = bank_from(1, pool_ids, n_images) if len(strides) > 1 else None
-            return bank_from(0, pool_ids, n_images), fine
+        def bank_from(level: int, pool_ids: list[int]) -> np.ndarray:
+            pool = np.concatenate([pools[level][p] for p in pool_ids], axis=0)
+            first = streams[level][0]
+            return first.select(pool, first.target_size(seen(level, pool_ids)), seed)
+
+        def banks(pool_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+            fine = bank_from(1, pool_ids) if len(strides) > 1 else None
+            return bank_from(0, pool_ids), fine
 
         def fold_model(j: int, inside: np.ndarray) -> "PatchCore":
             model = self._unfitted_copy()
-            n_images = len(images) - len(inside)
-            model.memory_bank_, model.fine_bank_ = banks([p for p in range(k) if p != j], n_images)
-            model.n_patches_seen_ = n_images * grids[0][0] * grids[0][1]
+            others = [p for p in range(k) if p != j]
+            model.memory_bank_, model.fine_bank_ = banks(others)
+            model.n_patches_seen_ = seen(0, others)
             model.grid_shape_ = grids[0]
             model._build_index()
             model.fitted_ = True
             return model
 
         result = score_out_of_fold(images, folds, fold_model, max_map_side, desc="patchcore: out-of-fold scores")
-        self.memory_bank_, self.fine_bank_ = banks(list(range(k)), len(images))
-        self.n_patches_seen_ = len(images) * grids[0][0] * grids[0][1]
+        self.memory_bank_, self.fine_bank_ = banks(list(range(k)))
+        self.n_patches_seen_ = seen(0, list(range(k)))
         self.grid_shape_ = grids[0]
         self._build_index()
         self.fitted_ = True
