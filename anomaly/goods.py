@@ -76,6 +76,16 @@ class GoodsSurvey:
         """The smallest side among the goods."""
         return int(min(self.height[0], self.width[0]))
 
+    @property
+    def long_side(self) -> int:
+        """The largest side among the goods."""
+        return int(max(self.height[1], self.width[1]))
+
+    @property
+    def typical_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the largest good (what tiling must cover)."""
+        return int(self.height[1]), int(self.width[1])
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form (stored with the onboarding record)."""
         out = asdict(self)

@@ -20,8 +20,9 @@
    (:func:`anomaly.training.store_model`) with the whole record in its manifest's notes
    (``notes.onboarding``): the survey, every candidate's figures per round, the reason.
 
-Tiling at native resolution is not a candidate yet: the higher-resolution input stands in
-for it on large frames (see the CHANGELOG).
+The backbone is EfficientNet-Lite0; the round-1 leader, when it is a backbone model, is
+tried again with EfficientNet-Lite2 (wider and deeper, about twice the cost per pixel) on
+the same goods, and keeps it only where it pays off by more than a tie.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from anomaly.imageio import ImageLike
 from anomaly.metrics import image_auroc, rank_refused_above
 from anomaly.progress import progress
 from anomaly.store import ModelStore
+from anomaly.tiling import Tiling
 from anomaly.training import TrainedVersion, TrainingOptions, fit_calibrated, store_model
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,21 @@ PROVISIONAL_BELOW = 20
 MAX_ELONGATION = 4
 #: Cross-fitting folds of the candidates' fits (the winner is refitted with the options' folds).
 SEARCH_FOLDS = 3
+#: Frames whose long side is at least this many base sizes are offered tiling.
+TILE_FROM = 3
+#: Most tiles per frame of a tiled candidate: a larger frame is tiled at a reduced scale
+#: (25 at native resolution cover a 1024 px square with 256 px tiles).
+MAX_CANDIDATE_TILES = 36
+#: The wider backbone tried on the round-1 leader.
+WIDER_BACKBONE = "efficientnet_lite2"
+
+
+def tile_scale_for(shape: tuple[int, int], tile: int, overlap: int, max_tiles: int = MAX_CANDIDATE_TILES) -> float:
+    """The largest scale (at most 1: native resolution) at which a frame of ``shape`` needs at most ``max_tiles``."""
+    scale = 1.0
+    while len(Tiling((tile, tile), overlap, scale).layout(shape)) > max_tiles and scale > 0.1:
+        scale = round(scale * 0.9, 3)
+    return scale
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,14 @@ def candidates(goods: GoodsSurvey, *, base_size: int = 256) -> list[Candidate]:
     if goods.short_side >= 3 * base_size:
         out.append(Candidate(f"patchcore-{2 * base_size}", "patchcore", {"image_size": 2 * base_size},
                              f"large frames (short side {goods.short_side} px): small defects keep more pixels"))
+    if goods.long_side >= TILE_FROM * base_size:
+        overlap = base_size // 8
+        scale = tile_scale_for(goods.typical_shape, base_size, overlap)
+        where = "native resolution" if scale == 1.0 else f"{scale:g} x native resolution"
+        out.append(Candidate(f"patchcore-tiled-{base_size}" + ("" if scale == 1.0 else f"-x{scale:g}"), "patchcore",
+                             {"image_size": base_size, "resize": "tile", "tile_overlap": overlap, "tile_scale": scale},
+                             f"large frames (long side {goods.long_side} px): {base_size} px tiles at {where}, "
+                             "defects keep their pixels"))
     if goods.aligned:
         for detector in ("difference", "gmm"):
             out.append(Candidate(detector, detector, {}, "the goods register to one template"))
@@ -273,6 +298,16 @@ def onboard(
             results[candidate.name].append({"round": number, **asdict(figures)})
             entries.append((candidate, figures))
         round_ranked = rank(entries)
+        if number == 1 and round_ranked and round_ranked[0][0].detector in ("patchcore", "padim") \
+                and time.perf_counter() - start < budget_seconds:
+            leader = round_ranked[0][0]
+            wider = Candidate(f"{leader.name}-lite2", leader.detector, {**leader.params, "backbone": WIDER_BACKBONE},
+                              f"{leader.name}, the round-1 leader, with the wider EfficientNet-Lite2 backbone")
+            offered.append(wider)
+            figures = evaluate_candidate(wider, [goods[i] for i in pick], target_frr=target_frr, seed=seed)
+            results[wider.name] = [{"round": number, **asdict(figures)}]
+            entries.append((wider, figures))
+            round_ranked = rank(entries)
         if round_ranked:
             ranked = round_ranked
         rounds.append({"round": number, "goods": len(pick), "ranking": [c.name for c, _ in round_ranked]})

@@ -12,6 +12,7 @@ from anomaly.errors import DatasetError
 from anomaly.goods import survey
 from anomaly.onboarding import Candidate, Figures, candidates, onboard, rank
 from anomaly.store import ModelStore
+from anomaly.tiling import Tiling
 
 SMALL = 64  # base input side for the tests (the product's default is 256)
 
@@ -34,11 +35,17 @@ def test_survey_sees_shape_size_and_alignment():
 def test_candidates_follow_the_goods():
     rng = np.random.default_rng(0)
     names = [c.name for c in candidates(survey([long_strip(rng) for _ in range(6)]), base_size=SMALL)]
-    assert names == ["patchcore-64", "padim-64", "patchcore-letterbox-64x256", "padim-letterbox-64x256"]
+    assert names == ["patchcore-64", "padim-64", "patchcore-letterbox-64x256", "padim-letterbox-64x256",
+                     "patchcore-tiled-64"]  # 640 px long: 12 tiles at native resolution
     boards = candidates(survey([render_good(128, np.random.default_rng(i)) for i in range(6)]), base_size=SMALL)
     assert {"difference", "gmm"} <= {c.detector for c in boards}  # aligned goods: classical models offered
     large = survey([np.full((800, 820), 100, np.uint8), np.full((800, 820), 101, np.uint8)])
-    assert "patchcore-128" in [c.name for c in candidates(large, base_size=SMALL)]
+    offered = {c.name: c for c in candidates(large, base_size=SMALL)}
+    assert "patchcore-128" in offered
+    # 820 px at native resolution would need 15 x 15 tiles of 64 px: the scale comes down to fit 36.
+    tiled = next(c for name, c in offered.items() if name.startswith("patchcore-tiled-64"))
+    assert tiled.params["resize"] == "tile" and tiled.params["tile_scale"] < 0.5
+    assert len(Tiling((SMALL, SMALL), SMALL // 8, tiled.params["tile_scale"]).layout((800, 820))) <= 36
 
 
 def test_rank_prefers_detection_then_auroc_then_speed():
@@ -53,12 +60,13 @@ def test_rank_prefers_detection_then_auroc_then_speed():
 def test_an_elongated_part_gets_an_aspect_preserving_input(tmp_path):
     rng = np.random.default_rng(0)
     done = onboard(ModelStore(tmp_path), "strip", [long_strip(rng) for _ in range(16)], base_size=SMALL)
-    # Squeezed 10 x into a square, small defects vanish; kept at 2.5 x they are found.
-    assert done.winner.params.get("resize") == "letterbox", done.record["why"]
+    # Squeezed 10 x into a square, small defects vanish; kept in shape (letterbox) or at native
+    # resolution (tiles) they are found.
+    assert done.winner.params.get("resize") in ("letterbox", "tile"), done.record["why"]
     figures = {c["name"]: c["figures"][-1] for c in done.record["candidates"]}
     assert figures[done.winner.name]["detection"] > figures["patchcore-64"]["detection"]
     manifest = ModelStore(tmp_path).manifest("strip", done.version.version)
-    assert manifest["params"]["resize"] == "letterbox" and manifest["notes"]["onboarding"]["winner"] == done.winner.name
+    assert manifest["params"]["resize"] == done.winner.params["resize"] and manifest["notes"]["onboarding"]["winner"] == done.winner.name
     assert done.record["provisional"]  # 16 goods: wide intervals, and the record says so
 
 
@@ -68,6 +76,25 @@ def test_an_aligned_assembly_is_offered_the_classical_models(tmp_path):
     judged = {c["name"]: c["figures"][-1] for c in done.record["candidates"]}
     assert {"difference", "gmm"} <= set(judged) and judged["difference"]["error"] is None
     assert done.version.model.calibration.t_ng is not None and done.record["provisional"]
+
+
+def large_plate(rng: np.random.Generator, side: int = 320) -> np.ndarray:
+    """A large frame of fine woven texture (a few pixels per thread), slightly shifted each time."""
+    yy, xx = np.mgrid[0:side, 0:side] + rng.integers(0, 4, 2)[:, None, None]
+    weave = 20 * np.sin(xx * 2 * np.pi / 5) * np.sin(yy * 2 * np.pi / 5)
+    return np.clip(120 + weave + rng.normal(0, 3, (side, side)), 0, 255).astype(np.uint8)
+
+
+def test_small_defects_on_a_large_frame_choose_more_pixels_than_the_squeezed_default(tmp_path):
+    rng = np.random.default_rng(1)
+    done = onboard(ModelStore(tmp_path), "plate", [large_plate(rng) for _ in range(12)], base_size=SMALL)
+    offered = [c["name"] for c in done.record["candidates"]]
+    assert "patchcore-tiled-64" in offered and "patchcore-128" in offered
+    # Squeezed 5 x into 64 px the weave and small defects blur together; tiles at native
+    # resolution (or the 2 x input) keep them.
+    assert done.winner.name not in ("patchcore-64", "padim-64"), done.record["why"]
+    figures = {c["name"]: c["figures"][-1] for c in done.record["candidates"]}
+    assert figures[done.winner.name]["detection"] > figures["patchcore-64"]["detection"]
 
 
 def test_cli_onboard_answers_json_and_names_bad_files(tmp_path, capsys):
