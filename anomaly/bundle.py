@@ -47,7 +47,7 @@ from anomaly.jsonable import jsonable
 from anomaly.packages import installed_versions
 
 FORMAT = "anomaly-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 _PACKAGES = ("anomaly-inspect", "numpy", "opencv-python-headless", "scikit-learn", "torch", "timm", "faiss-cpu")
 
@@ -154,7 +154,9 @@ def save_bundle(
     try:
         state_meta = detector._save_state(staging)
         for rel, payload in (extra_files or {}).items():
-            _safe_child(staging, rel).write_bytes(payload)
+            path = _safe_child(staging, rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(payload)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -234,6 +236,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 def migrate_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest in the current format: one step per older version, as a new dict.
 
+    Format 2 to 3: PatchCore's tiling parameters (``tile_overlap``, ``tile_scale``) are
+    filled with their defaults; a format-2 model did not tile, so they do not change it.
+
     Format 1 to 2: ``params`` become exactly what the detector is constructed with.
 
     * Filled, where a format-1 manifest lacks them, with the value the model was fitted
@@ -307,8 +312,25 @@ def _migrate_v1(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+#: Parameters added with format 3 (tiling): a format-2 model did not tile, so these do not
+#: change it; they are filled with their defaults.
+_V2_ADDED = {"patchcore": {"tile_overlap": 32, "tile_scale": 1.0}}
+
+
+def _migrate_v2(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 to 3 (see :func:`migrate_manifest`); ``manifest`` is a copy, changed in place."""
+    params = manifest["params"] = manifest.get("params") or {}
+    filled = {key: value for key, value in _V2_ADDED.get(manifest.get("detector"), {}).items() if key not in params}
+    params.update(filled)
+    manifest["format_version"] = 3
+    migration = manifest.setdefault("migration", {"from_format_version": 2, "filled": {}, "dropped": {},
+                                                  "removed": {}})
+    migration["filled"] = {**migration.get("filled", {}), **filled}
+    return manifest
+
+
 #: Format version -> the step that turns such a manifest into the next version's.
-_MIGRATIONS = {1: _migrate_v1}
+_MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 
 
 def verify_files(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:

@@ -53,10 +53,12 @@ def test_format_1_bundle_loads_migrated_and_scores_the_same(name):
     stored = json.loads((V1 / name / "manifest.json").read_text())
     assert stored["format_version"] == 1 and stored["params"] == expected["params"]
     bundle = load_bundle(V1 / name)
-    assert bundle.manifest["format_version"] == FORMAT_VERSION == 2
-    assert bundle.manifest["migration"] == {"from_format_version": 1, "filled": {}, "dropped": V1_DROPPED[name],
+    assert bundle.manifest["format_version"] == FORMAT_VERSION == 3
+    # Through format 2 (options dropped) to 3 (PatchCore's tiling options, which it did not use, filled).
+    tiling = {"tile_overlap": 32, "tile_scale": 1.0} if name == "patchcore" else {}
+    assert bundle.manifest["migration"] == {"from_format_version": 1, "filled": tiling, "dropped": V1_DROPPED[name],
                                             "removed": {}}
-    kept = {k: v for k, v in expected["params"].items() if k not in V1_DROPPED[name]}
+    kept = {**{k: v for k, v in expected["params"].items() if k not in V1_DROPPED[name]}, **tiling}
     assert bundle.detector.get_params() == bundle.manifest["params"] == kept
     np.testing.assert_allclose(bundle.detector.score(_v1_images(name)).scores, expected["scores"], rtol=1e-6, atol=1e-6)
 
@@ -67,7 +69,8 @@ def test_migration_fills_the_values_old_bundles_were_fitted_with():
     new = migrate_manifest(old)
     assert new["params"]["grid_stride"] is None  # the finest grid: "auto" came later
     assert new["params"]["channels_per_layer"] is None
-    assert new["migration"]["filled"] == {"grid_stride": None, "channels_per_layer": None}
+    assert new["migration"]["filled"] == {"grid_stride": None, "channels_per_layer": None, "tile_overlap": 32,
+                                          "tile_scale": 1.0}
     assert "grid_origin" not in new["state"] and "grid_stride" not in old["params"]  # a copy; the input is kept
     assert migrate_manifest(new) is new
 
@@ -216,3 +219,17 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         store.add("m", boom)
     assert store.versions("m") == [] and not any(p.name.startswith(".new") for p in (tmp_path / "m").iterdir())
+
+
+def test_format_2_patchcore_loads_with_the_tiling_defaults(fitted, good_parts, tmp_path):
+    # A format-2 PatchCore did not tile: its manifest lacks the tiling options, which are filled.
+    save_bundle(fitted, tmp_path / "v2")
+    path = tmp_path / "v2" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["params"]["tile_overlap"], manifest["params"]["tile_scale"], manifest["sha256"]
+    path.write_text(json.dumps({**manifest, "format_version": 2}))
+    loaded = load_bundle(tmp_path / "v2")
+    assert loaded.manifest["migration"] == {"from_format_version": 2, "dropped": {}, "removed": {},
+                                            "filled": {"tile_overlap": 32, "tile_scale": 1.0}}
+    assert loaded.detector.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(loaded.detector.score(good_parts[:2]).scores, fitted.score(good_parts[:2]).scores)
