@@ -18,7 +18,8 @@
    :data:`TIE`, AUROC within :data:`TIE`) go to the faster model.
 5. The winner is fitted on every good, calibrated, and stored as a new version
    (:func:`anomaly.training.store_model`) with the whole record in its manifest's notes
-   (``notes.onboarding``): the survey, every candidate's figures per round, the reason.
+   (``notes.onboarding``): the survey, every candidate's figures per round, the reason;
+   and with its report (:mod:`anomaly.onboarding_report`) in the bundle.
 
 The backbone is EfficientNet-Lite0; the round-1 leader, when it is a backbone model, is
 tried again with EfficientNet-Lite2 (wider and deeper, about twice the cost per pixel) on
@@ -37,7 +38,7 @@ import numpy as np
 
 from anomaly.errors import AlignmentError, AnomalyError, DatasetError
 from anomaly.folds import score_or_refuse
-from anomaly.goods import GoodsSurvey, read_goods, survey
+from anomaly.goods import GoodsSurvey, names_of, read_goods, survey
 from anomaly.imageio import ImageLike
 from anomaly.metrics import image_auroc, rank_refused_above
 from anomaly.progress import progress
@@ -335,7 +336,14 @@ def onboard(
                   "successive halving; ties to the faster model",
     }
     if provisional:
-        record["note"] = (f"provisional: {len(goods)} goods give wide intervals on the false-reject rate; onboard "
+        record["note"] = (f"{len(goods)} goods give wide intervals on the false-reject rate; onboard "
                           "again with more goods")
-    stored = store_model(store, name, model, {**(notes or {}), "onboarding": record}, promote=promote)
+    from anomaly import onboarding_report
+
+    start_report = time.perf_counter()
+    files = onboarding_report.build(record, model.calibration, model.detector, goods, model.good_examples,
+                                    seed=seed + 2000, name=name, names=list(names) if names else names_of(images))
+    record["report"] = {"files": sorted(files), "seconds": round(time.perf_counter() - start_report, 1)}
+    stored = store_model(store, name, model, {**(notes or {}), "onboarding": record}, promote=promote,
+                         extra_files=files)
     return Onboarded(stored, winner, record)

@@ -137,6 +137,9 @@ class TrainedModel:
         calibration_seconds: Thresholds from the cross-fitted scores.
         detection_seconds: The synthetic-defect detection estimate.
         folds: ``(n,)`` fold of each image.
+        good_examples: Out-of-fold ``(score, map (H, W))`` of a few goods, by image index: the
+            lowest-, median- and highest-scoring goods that aligned (what "normal" looks
+            like to a model that had not seen them), for the onboarding report.
     """
 
     detector: Detector
@@ -146,6 +149,7 @@ class TrainedModel:
     calibration_seconds: float = 0.0
     detection_seconds: float = 0.0
     folds: list[int] = field(default_factory=list)
+    good_examples: dict[int, tuple[float, np.ndarray]] = field(default_factory=dict)
 
     def timings(self) -> dict[str, float]:
         """Seconds spent fitting, calibrating and estimating detection (for the manifest's notes)."""
@@ -210,15 +214,16 @@ def train_into(
 
 
 def store_model(store: ModelStore, name: str, model: TrainedModel, notes: dict[str, Any] | None = None, *,
-                promote: bool | None = None) -> TrainedVersion:
+                promote: bool | None = None, extra_files: dict[str, bytes] | None = None) -> TrainedVersion:
     """Save a fitted, calibrated model as a new version of ``name`` (the second half of :func:`train_into`).
 
     Used directly only where the model was fitted by :func:`fit_calibrated` already, as
-    onboarding does for the candidate it chose.
+    onboarding does for the candidate it chose (with its report as ``extra_files``,
+    relative path to bytes, hashed in the manifest like every bundle file).
     """
     version = store.add(name, lambda target: save_bundle(
         model.detector, target, training=model.training, calibration=model.calibration,
-        notes={**(notes or {}), **model.timings()}), promote=promote)
+        notes={**(notes or {}), **model.timings()}, extra_files=extra_files), promote=promote)
     return TrainedVersion(name, version, store.path(name, version), store.production(name) == version, model)
 
 
@@ -307,5 +312,8 @@ def fit_calibrated(
                "accepted_input": AcceptedInput.of(as_image(image) for image in images).to_dict(),
                "options": options.to_dict()},
     )
+    order = aligned[np.argsort(np.asarray(result.scores)[aligned], kind="stable")]
+    examples = {int(i): (float(result.scores[int(i)]), result.maps[int(i)])
+                for i in dict.fromkeys([order[0], order[len(order) // 2], order[-1]])}
     return TrainedModel(detector, calibration, training, fit_seconds, calibration_seconds, detection_seconds,
-                        [int(f) for f in folds])
+                        [int(f) for f in folds], examples)

@@ -225,6 +225,42 @@ def version_page(name: str, version: int) -> str:
                            chart=chart, production=store.production(name))
 
 
+@bp.get("/models/<name>/<int:version>/report")
+def report_page(name: str, version: int) -> str:
+    """The onboarding report of a version (:mod:`anomaly.onboarding_report`), with the rate control
+    wired to a form that writes the version at the chosen rate and can publish it."""
+    from anomaly import onboarding_report
+
+    check_role("score")
+    check_model_name(name)
+    directory = _store().path(name, version)
+    report = onboarding_report.load_report(directory)
+    if report is None:
+        raise ModelNotFoundError(f"{name} version {version} was not made by onboarding: it has no report")
+    actions = render_template("report_actions.html", name=name, version=version,
+                              production=_store().production(name))
+    return onboarding_report.render_report(
+        report, lambda file: url_for("pages.report_picture", name=name, version=version, file=file),
+        actions=actions, version=version)
+
+
+@bp.get("/models/<name>/<int:version>/report/<file>")
+def report_picture(name: str, version: int, file: str) -> BaseResponse:
+    """One heat map of a version's onboarding report (only the files the report lists)."""
+    from flask import send_file
+
+    from anomaly import onboarding_report
+
+    check_role("score")
+    check_model_name(name)
+    directory = _store().path(name, version)
+    report = onboarding_report.load_report(directory)
+    path = None if report is None else onboarding_report.picture_path(directory, report, file)
+    if path is None or not path.is_file():
+        raise ModelNotFoundError(f"{name} version {version} has no report picture {file!r}")
+    return send_file(path, mimetype="image/png", max_age=3600)
+
+
 @bp.post("/models/<name>/promote")
 def promote_form(name: str) -> BaseResponse:
     """Publish (promote) a version from a form."""
@@ -258,7 +294,7 @@ def thresholds_form(name: str, version: int) -> BaseResponse:
 
     check_role("admin")
     values: dict[str, float | None] = {}
-    for field in ("t_review", "t_ng"):
+    for field in ("t_review", "t_ng", "target_frr", "review_rate"):
         raw = request.form.get(field, "").strip()
         try:
             values[field] = float(raw) if raw else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -143,6 +144,29 @@ def test_an_onboarding_job_over_http_ends_on_a_version_page_with_the_evidence(tm
         assert manifest["notes"]["trained_by"] == "service" and manifest["notes"]["job_id"] == job["job_id"]
         page = client.get(f"/models/board/{job['version']}").get_data(as_text=True)
         assert "onboarding-candidates" in page and record["winner"] in page and "Provisional" in page
+        assert "onboarding-report" in page
+        # The report: candidates, the detection grid, heat maps served from the bundle, the rate control.
+        report = client.get(f"/models/board/{job['version']}/report").get_data(as_text=True)
+        for part in ("report-candidates", "report-histogram", "report-detection-grid", "report-goods",
+                     "report-caught", "report-missed", "target-frr-control", "rate-form"):
+            assert part in report, part
+        pictures = [f for f in record["report"]["files"] if f.endswith(".png")]
+        assert any(f.startswith("onboarding/good-") for f in pictures)
+        png = client.get(f"/models/board/{job['version']}/report/{pictures[0].split('/')[1]}")
+        assert png.status_code == 200 and png.data[:8] == b"\x89PNG\r\n\x1a\n"
+        png.close()
+        assert client.get(f"/models/board/{job['version']}/report/manifest.json").status_code == 404
+        # Moving the target rate there writes a version whose t_ng is the ladder's, and publishes it.
+        row = next(r for r in json.loads((ModelStore(tmp_path / "store").path("board", job["version"])
+                                          / "onboarding" / "report.json").read_text())["ladder"]
+                   if r["target_frr"] == 0.05)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', report).group(1)
+        r = client.post(f"/models/board/{job['version']}/thresholds",
+                        data={"csrf_token": token, "target_frr": "0.05", "review_rate": str(row["review_rate"]), "promote": "on"})
+        assert r.status_code == 302
+        moved = ModelStore(tmp_path / "store").manifest("board", job["version"] + 1)["calibration"]
+        assert moved["t_ng"] == pytest.approx(row["t_ng"]) and moved["target_frr"] == 0.05
+        assert ModelStore(tmp_path / "store").production("board") == job["version"] + 1
         few = [(io.BytesIO(png_bytes(render_good(96, np.random.default_rng(i)))), f"{i}.png") for i in range(3)]
         r = app.test_client().post("/api/v1/models/board/versions", content_type="multipart/form-data",
                                    data={"images": few, "detector": "auto"})  # a client without the page's session
