@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ACTIVE = ("queued", "running")
 #: The detector name that asks for onboarding: the job chooses the model (anomaly.onboarding).
 AUTO = "auto"
+#: The detector name that asks to teach an existing model more goods (anomaly.adding).
+ADD = "add"
 #: Goods an onboarding job needs (each candidate is fitted on some and judged on the others).
 ONBOARD_MIN_IMAGES = 4
 
@@ -53,6 +55,10 @@ def check_training(detector: str, params: dict[str, Any], n_images: int) -> None
         if n_images < ONBOARD_MIN_IMAGES:
             raise BadRequestError(f"onboarding needs at least {ONBOARD_MIN_IMAGES} good images, got {n_images}")
         return
+    if detector == ADD:
+        if params:
+            raise BadRequestError("adding goods (detector 'add') keeps the stored model's parameters")
+        return
     try:
         check_params(detector, params)  # names and values, without building a backbone
     except (UnknownDetectorError, InvalidParameterError) as exc:
@@ -65,7 +71,8 @@ class TrainingRequest:
 
     Attributes:
         name: Model name (new or existing).
-        detector: Registry name of the detector, or :data:`AUTO` to onboard (the job chooses).
+        detector: Registry name of the detector, :data:`AUTO` to onboard (the job chooses), or
+            :data:`ADD` to teach the existing model these goods (a new version).
         params: Detector hyper-parameters.
         images: Encoded good images.
         options: Training and calibration options (as ``anomaly train`` takes them).
@@ -215,6 +222,11 @@ class TrainingJobs:
                                    seed=req.options.seed, budget_seconds=self.onboard_budget_seconds,
                                    promote=req.promote, notes=notes)
                     version = done.version.version
+                elif req.detector == ADD:
+                    from anomaly.adding import add_goods
+
+                    version = add_goods(self.store, req.name, req.images, seed=req.options.seed,
+                                        promote=req.promote, notes=notes).version.version
                 else:
                     version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,
                                          params=req.params, source="upload to the service",

@@ -171,7 +171,10 @@ def _paths() -> dict[str, Any]:
                 "type": "object", "required": ["images"], "properties": {
                     "images": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 2},
                     "detector": {"type": "string", "description": "default: patchcore; 'auto' onboards: the job "
-                                                                   "chooses the model and input (at least 4 images)"},
+                                                                   "chooses the model and input (at least 4 images); "
+                                                                   "'add' teaches the model's production version "
+                                                                   "these goods (a new version, the first goods not "
+                                                                   "refitted)"},
                     "params": {"type": "string", "description": "detector parameters as a JSON object"},
                     "target_frr": {"type": "number", "minimum": 0, "maximum": 0.5, "exclusiveMinimum": True,
                                    "exclusiveMaximum": True, "description": "wanted share of good parts judged NG"},

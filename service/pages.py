@@ -24,7 +24,7 @@ from service.auth import Principal, check_role, current_principal, lookup_key
 from service.charts import calibration_svg, yield_svg
 from service.db import FEEDBACK_KINDS, VERDICTS
 from service.errors import BadRequestError, ConflictError
-from service.jobs import AUTO, TrainingJobs, TrainingRequest, check_training
+from service.jobs import ADD, AUTO, TrainingJobs, TrainingRequest, check_training
 from service.limits import check_room
 from service.records import (MAX_OFFSET, RecordFilter, add_feedback, get_inspection, query_inspections,
                              yield_by_day)
@@ -142,7 +142,7 @@ def onboard() -> BaseResponse | str | tuple[str, int]:
             return redirect(url_for("pages.job_page", job_id=job["job_id"]))
         except AnomalyError as exc:
             error = f"{exc.code}: {exc}"
-    return render_template("onboard.html", detectors=detectors, default=AUTO, auto=AUTO,
+    return render_template("onboard.html", detectors=detectors, default=AUTO, auto=AUTO, add=ADD,
                            models=_store().names(), error=error), (400 if error else 200)
 
 

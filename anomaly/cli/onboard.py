@@ -1,4 +1,8 @@
-"""``anomaly onboard GOOD_DIR --name NAME``: choose the model, input geometry and thresholds from good images alone."""
+"""``anomaly onboard GOOD_DIR --name NAME``: choose the model, input geometry and thresholds from good images alone.
+
+``anomaly onboard MORE_DIR --name NAME --add``: teach the onboarded model more goods (a new version,
+without refitting the first ones where the model allows; see :mod:`anomaly.adding`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from anomaly.cli.common import add_store_option, open_store, print_json, start_console
+from anomaly.errors import InvalidParameterError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-min", type=float, default=10.0,
                    help="minutes for the search among candidates (default 10; the winner's final fit comes on top)")
     p.add_argument("--seed", type=int, default=0, help="seed of every split, fold and synthetic defect (default 0)")
+    p.add_argument("--add", action="store_true",
+                   help="the folder holds MORE goods for the existing model NAME: extend it (production version, or "
+                        "--version) instead of choosing again")
+    p.add_argument("--version", type=int, default=None, help="with --add: the version to extend")
     p.add_argument("--promote", action="store_true", help="mark the new version for production")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_store_option(p)
@@ -31,8 +40,22 @@ def run(args: argparse.Namespace) -> int:
 
     start_console(args.quiet)
     paths = good_images(args.images)
+    promote = True if args.promote else None
+    if args.add:
+        from anomaly.adding import add_goods
+
+        done = add_goods(open_store(args), args.name, paths, names=names_of(paths), version=args.version,
+                         seed=args.seed, promote=promote)
+        cal = done.version.model.calibration
+        print_json({"name": done.version.name, "version": done.version.version,
+                    "production": done.version.production, "added": done.record["added"][-1],
+                    "provisional": done.record["provisional"], "t_review": cal.t_review, "t_ng": cal.t_ng,
+                    "expected": cal.expected})
+        return 0
+    if args.version is not None:
+        raise InvalidParameterError("--version goes with --add")
     done = onboard(open_store(args), args.name, paths, names=names_of(paths), target_frr=args.target_frr,
-                   budget_seconds=60.0 * args.budget_min, seed=args.seed, promote=True if args.promote else None)
+                   budget_seconds=60.0 * args.budget_min, seed=args.seed, promote=promote)
     cal, record = done.version.model.calibration, done.record
     print_json({
         "name": done.version.name,

@@ -199,6 +199,27 @@ class Detector(abc.ABC):
             return AnomalyResult(scores=np.zeros(0), maps=[])
         return self._score(images)
 
+    def extend(self, images: Sequence[ImageLike]) -> "Detector":
+        """Learn from more good images without the ones it was fitted on (where the model allows).
+
+        The result is what :meth:`fit` on all of them would give, or a stated approximation
+        of it (each model says which). Models that cannot (the default) refuse.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+            InvalidParameterError: the model cannot add goods: fit it again on all of them.
+            InvalidImageError: unreadable input.
+        """
+        self.check_fitted()
+        if isinstance(images, (str, bytes, np.ndarray)) or not hasattr(images, "__len__") or len(images) == 0:
+            raise InvalidImageError("extend expects a non-empty sequence of good images (arrays, paths or bytes)")
+        self._extend(images)
+        return self
+
+    def _extend(self, images: Sequence[ImageLike]) -> None:
+        raise InvalidParameterError(f"{self.name} cannot add good images to a fitted model: fit it again on all "
+                                    "of them (onboard again with every good)")
+
     def check_fitted(self) -> None:
         """Raise :class:`NotFittedError` unless the detector has been fitted."""
         if not getattr(self, "fitted_", False):

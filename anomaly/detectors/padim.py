@@ -45,6 +45,25 @@ def channel_subset(total_channels: int, n_features: int, random_state: int) -> n
     return np.sort(rng.choice(int(total_channels), size=int(n_features), replace=False)).astype(np.int64)
 
 
+def gaussian(s1: np.ndarray, s2: np.ndarray, n: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-position mean and precision from running sums.
+
+    Args:
+        s1: ``(P, d)`` sums of ``x``; s2: ``(P, d, d)`` sums of ``x x^T`` (float64).
+        n: Images summed.
+        eps: Ridge added to every covariance's diagonal.
+
+    Returns:
+        ``(P, d)`` mean and ``(P, d, d)`` precision, float32. The covariance is the unbiased
+        one; a single image gives ``eps * I`` only.
+    """
+    d = s1.shape[1]
+    mean = s1 / n
+    cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
+    cov += eps * np.eye(d)[None]
+    return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
+
+
 @hyperparameters
 class PaDiM(BackboneDetector):
     """PaDiM anomaly detector.
@@ -113,12 +132,31 @@ class PaDiM(BackboneDetector):
             s1 += x.sum(axis=1)
             s2 += np.matmul(x.transpose(0, 2, 1), x)
             n += x.shape[1]
-        mean = s1 / n
-        # Unbiased covariance from the running sums; a single image gives eps * I only.
-        cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
-        cov += float(self.covariance_eps) * np.eye(d)[None]
-        self.mean_ = mean.astype(np.float32)
-        self.precision_ = np.linalg.inv(cov).astype(np.float32)
+        self.mean_, self.precision_ = gaussian(s1, s2, n, float(self.covariance_eps))
+        self.n_train_ = n
+
+    def _extend(self, images: Sequence[ImageLike]) -> None:
+        """More goods: the sums of ``x`` and ``x x^T`` are recovered from the stored Gaussians and grown.
+
+        ``s1 = n mean`` and ``s2 = (n - 1) (precision^-1 - eps I) + n mean mean^T``, in
+        float64, then the new goods' features are added and the Gaussians estimated again
+        as :meth:`fit` does. The old goods are not needed; the result equals a fit on all
+        goods up to the float32 rounding of the stored precision (measured in the tests).
+        """
+        d = len(self.channel_index_)
+        n = int(self.n_train_)
+        if n < 1:
+            raise InvalidParameterError("this PaDiM does not record how many goods it was fitted on: fit it again")
+        mean = self.mean_.astype(np.float64)
+        cov = np.linalg.inv(self.precision_.astype(np.float64)) - float(self.covariance_eps) * np.eye(d)[None]
+        s1 = n * mean
+        s2 = (n - 1) * cov + n * mean[:, :, None] * mean[:, None, :]
+        for batch in progress(list(self._batches(images)), desc="padim: features (added goods)"):
+            x = self._position_features(batch)  # (P, B, d)
+            s1 += x.sum(axis=1)
+            s2 += np.matmul(x.transpose(0, 2, 1), x)
+            n += x.shape[1]
+        self.mean_, self.precision_ = gaussian(s1, s2, n, float(self.covariance_eps))
         self.n_train_ = n
 
     def _position_features(self, images: Sequence[ImageLike]) -> np.ndarray:
@@ -224,24 +262,19 @@ class PaDiM(BackboneDetector):
             s2 += np.matmul(x.transpose(0, 2, 1), x)
             cached += [x[:, b].astype(np.float32) for b in range(x.shape[1])]  # lossless: float32 features
 
-        def gaussian(t1: np.ndarray, t2: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-            mean = t1 / n
-            cov = (t2 - n * mean[:, :, None] * mean[:, None, :]) / max(n - 1, 1)
-            cov += float(self.covariance_eps) * np.eye(d)[None]
-            return mean.astype(np.float32), np.linalg.inv(cov).astype(np.float32)
-
         def fold_model(j: int, inside: np.ndarray) -> "PaDiM":
             x = np.stack([cached[i] for i in inside], axis=1).astype(np.float64)  # (P, n_j, d)
             model = self._unfitted_copy()
             model.channel_index_ = self.channel_index_
             model.mean_, model.precision_ = gaussian(
-                s1 - x.sum(axis=1), s2 - np.matmul(x.transpose(0, 2, 1), x), len(images) - len(inside))
+                s1 - x.sum(axis=1), s2 - np.matmul(x.transpose(0, 2, 1), x), len(images) - len(inside),
+                float(self.covariance_eps))
             model.n_train_ = len(images) - len(inside)
             model.fitted_ = True
             return model
 
         result = score_out_of_fold(images, folds, fold_model, max_map_side, desc="padim: out-of-fold scores")
-        self.mean_, self.precision_ = gaussian(s1, s2, len(images))
+        self.mean_, self.precision_ = gaussian(s1, s2, len(images), float(self.covariance_eps))
         self.n_train_ = len(images)
         self.fitted_ = True
         return result

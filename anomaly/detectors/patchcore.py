@@ -256,6 +256,37 @@ class PatchCore(BackboneDetector):
         self.fine_bank_ = coresets[1].finalize() if len(strides) > 1 else None
         self._build_index()
 
+    def _extend(self, images: Sequence[ImageLike]) -> None:
+        """More goods: each bank is selected again from the stored bank and the new goods' patches.
+
+        The stored bank stands for the patches it was selected from (greedy k-center
+        coresets compose, as in the streamed selection and the cross-fit's fold banks,
+        :mod:`anomaly.coreset`), so the old goods are not needed; the bank size follows
+        every patch seen, old and new. Not bit-identical to a fit on all goods: the
+        selection runs over a coreset of the old patches instead of all of them.
+        """
+        strides = self._strides
+        coresets = [self._new_coreset(coarse=level == 0 and len(strides) > 1) for level in range(len(strides))]
+        for batch, _ in progress(self._input_batches(images), desc="patchcore: features (added goods)",
+                                 total=self._n_batches(images)):
+            for coreset, feats in zip(coresets, self._features_at(batch, strides)[0]):
+                dim = feats.shape[1]
+                coreset.add(feats.permute(0, 2, 3, 1).reshape(-1, dim).numpy())
+        old_seen = int(self.n_patches_seen_)
+        banks = [self.memory_bank_] + ([self.fine_bank_] if len(strides) > 1 else [])
+        new_banks = []
+        for level, (coreset, bank) in enumerate(zip(coresets, banks)):
+            grid = self.grid_for(strides[level])
+            # Patches the stored bank stands for on this grid (the count is kept for the first).
+            seen = old_seen * grid[0] * grid[1] // max(1, self.grid_shape_[0] * self.grid_shape_[1])
+            pool = np.concatenate([bank.astype(np.float32), coreset.pool()], axis=0)
+            new_banks.append(coreset.select(pool, coreset.target_size(seen + coreset.seen), int(self.random_state)))
+        self.memory_bank_ = new_banks[0]
+        self.fine_bank_ = new_banks[1] if len(new_banks) > 1 else None
+        self.n_patches_seen_ = old_seen + coresets[0].seen
+        self.coreset_selection_ = "extended"
+        self._build_index()
+
     def _build_index(self) -> None:
         self._knn, self.bank_neighbors_ = self._index_bank(self.memory_bank_)
         self._fine_knn = self.fine_bank_neighbors_ = None
