@@ -36,7 +36,7 @@ from anomaly.calibration import Calibration
 from anomaly.charts import calibration_svg
 from anomaly.detectors.base import Detector
 from anomaly.errors import AlignmentError, InvalidImageError, InvalidParameterError
-from anomaly.imageio import encode_png, to_uint8_rgb
+from anomaly.imageio import encode_png
 from anomaly.overlay import overlay
 
 #: Target false-reject rates the report shows the cost of (the trained one is added).
