@@ -15,7 +15,9 @@
    No defect sample and no test label is ever used.
 4. Successive halving within the time budget (:func:`onboard`): every candidate on a
    seeded subset of the goods, the better half on all of them; ties (detection within
-   :data:`TIE`, AUROC within :data:`TIE`) go to the faster model.
+   the noise of the figures, at least :data:`TIE`; AUROC likewise) go to the faster model.
+   A round after the first skips a candidate that its previous round's time says would not
+   finish, with the winner's final fit, within the budget.
 5. The winner is fitted on every good, calibrated, and stored as a new version
    (:func:`anomaly.training.store_model`) with the whole record in its manifest's notes
    (``notes.onboarding``): the survey, every candidate's figures per round, the reason;
@@ -48,7 +50,9 @@ from anomaly.training import TrainedVersion, TrainingOptions, fit_calibrated, st
 
 log = logging.getLogger(__name__)
 
-#: Detection rates and AUROCs closer than this count as a tie (then the faster model wins).
+#: Detection rates and AUROCs closer than this count as a tie (then the faster model wins),
+#: and closer than one standard error of their difference too (:func:`tie_margin`): with a
+#: few dozen held-out goods and synthetic defects, differences of a few points are noise.
 TIE = 0.02
 #: Goods in the first round of the search (every candidate); later rounds use them all.
 FIRST_ROUND_GOODS = 40
@@ -107,6 +111,8 @@ class Figures:
         held_out_frr: Share of held-out goods at or above ``t_ng``.
         fit_seconds: Fit and calibration on the fit set.
         latency_ms: Median time to score one held-out good.
+        n_synthetic: Synthetic defects scored.
+        seconds: The whole evaluation (fit, calibration, scoring), for the budget.
         error: Why the candidate could not be judged (then the figures are empty).
     """
 
@@ -118,6 +124,8 @@ class Figures:
     held_out_frr: float | None = None
     fit_seconds: float | None = None
     latency_ms: float | None = None
+    n_synthetic: int | None = None
+    seconds: float | None = None
     error: str | None = None
 
 
@@ -204,6 +212,8 @@ def evaluate_candidate(candidate: Candidate, goods: Sequence[np.ndarray], *, tar
     # Other seeds than the fit's, so the defects are not the ones any other step drew.
     synthetic = estimate_detection(detector, held, cal, random_state=seed + 1000, per_cell=2)
     scores = np.array([np.inf if s[2] is None else s[2] for s in synthetic["samples"]], dtype=np.float64)
+    figures.n_synthetic = int(len(scores))
+    figures.seconds = round(time.perf_counter() - start, 3)
     figures.detection = round(float(np.mean(scores >= cal.t_ng)), 4)
     figures.flagged = round(float(np.mean(scores >= cal.t_review)), 4)
     figures.held_out_frr = round(float(np.mean(clean_scores >= cal.t_ng)), 4)
@@ -214,17 +224,57 @@ def evaluate_candidate(candidate: Candidate, goods: Sequence[np.ndarray], *, tar
     return figures
 
 
+def _rate_se(f: Figures) -> float:
+    """Standard error of a detection rate (binomial)."""
+    n = max(int(f.n_synthetic or 0), 1)
+    return math.sqrt(max(f.detection * (1.0 - f.detection), 0.0) / n)
+
+
+def _auroc_se(f: Figures) -> float:
+    """Standard error of an AUROC (Hanley and McNeil, Radiology 1982), goods against synthetic defects."""
+    a, n_bad, n_good = float(f.auroc), max(int(f.n_synthetic or 0), 1), max(int(f.n_held_out or 0), 1)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    return math.sqrt(max(a * (1 - a) + (n_bad - 1) * (q1 - a * a) + (n_good - 1) * (q2 - a * a), 0.0)
+                     / (n_bad * n_good))
+
+
+def tie_margin(a: Figures, b: Figures, figure: str) -> float:
+    """How far apart ``a`` and ``b`` may be on ``figure`` (``"detection"`` or ``"auroc"``) and still tie:
+    one standard error of the difference, at least :data:`TIE`."""
+    se = _rate_se if figure == "detection" else _auroc_se
+    return max(TIE, math.sqrt(se(a) ** 2 + se(b) ** 2))
+
+
 def rank(entries: list[tuple[Candidate, Figures]]) -> list[tuple[Candidate, Figures]]:
-    """Best first: the highest detection; within :data:`TIE` of it, the best AUROC; within a tie, the fastest."""
+    """Best first: the highest detection; those tied with it (:func:`tie_margin`), by AUROC; within a tie, the fastest."""
     judged = [(c, f) for c, f in entries if f.error is None and f.detection is not None]
     if not judged:
         return []
-    best_detection = max(f.detection for _, f in judged)
-    top = [(c, f) for c, f in judged if f.detection >= best_detection - TIE]
-    best_auroc = max(f.auroc for _, f in top)
-    tied = sorted([(c, f) for c, f in top if f.auroc >= best_auroc - TIE], key=lambda e: e[1].latency_ms)
+    lead = max(judged, key=lambda e: (e[1].detection, e[1].auroc))[1]
+    top = [(c, f) for c, f in judged if f.detection >= lead.detection - tie_margin(lead, f, "detection")]
+    best = max(top, key=lambda e: e[1].auroc)[1]
+    tied = sorted([(c, f) for c, f in top if f.auroc >= best.auroc - tie_margin(best, f, "auroc")],
+                  key=lambda e: e[1].latency_ms)
     rest = sorted([e for e in judged if e not in tied], key=lambda e: (-e[1].detection, -e[1].auroc))
     return tied + rest
+
+
+def _projected_seconds(history: list[dict[str, Any]], n_goods: int) -> float:
+    """A candidate's evaluation time on ``n_goods``, from its last round (time grows with the goods)."""
+    last = next((h for h in reversed(history) if h.get("seconds")), None)
+    if last is None:
+        return 0.0
+    return float(last["seconds"]) * n_goods / max(int(last["n_fit"]) + int(last["n_held_out"]), 1)
+
+
+def _final_fit_seconds(results: dict[str, list[dict[str, Any]]], alive: list[Candidate], n_goods: int) -> float:
+    """Time to reserve for the winner's final fit on every good: the slowest alive candidate's fit, scaled."""
+    out = 0.0
+    for candidate in alive:
+        last = next((h for h in reversed(results[candidate.name]) if h.get("fit_seconds")), None)
+        if last is not None:
+            out = max(out, float(last["fit_seconds"]) * n_goods / max(int(last["n_fit"]), 1))
+    return out
 
 
 @dataclass
@@ -292,8 +342,11 @@ def onboard(
         entries = []
         for candidate in progress(alive, desc=f"onboarding round {number}"):
             elapsed = time.perf_counter() - start
-            if rounds and elapsed > budget_seconds:
-                figures = Figures(n_fit=0, n_held_out=0, error=f"skipped: the {budget_seconds:.0f} s budget was spent")
+            projected = _projected_seconds(results[candidate.name], len(pick))
+            if rounds and elapsed + projected + _final_fit_seconds(results, alive, len(goods)) > budget_seconds:
+                figures = Figures(n_fit=0, n_held_out=0, error=(
+                    f"skipped: about {projected:.0f} s more on {len(pick)} goods, with the final fit, would not end "
+                    f"within the {budget_seconds:.0f} s budget ({elapsed:.0f} s spent); a larger budget tries it"))
             else:
                 figures = evaluate_candidate(candidate, [goods[i] for i in pick], target_frr=target_frr, seed=seed)
             results[candidate.name].append({"round": number, **asdict(figures)})
