@@ -21,13 +21,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anomaly.accepted_input import AcceptedInput
 from anomaly.bundle import TrainingData, fingerprint_images, load_bundle
 from anomaly.calibration import calibrate
 from anomaly.errors import AlignmentError, DatasetError, InvalidParameterError
 from anomaly.folds import score_or_refuse
 from anomaly.goods import names_of, read_goods
 from anomaly.imageio import ImageLike
-from anomaly.inspect import accepted
 from anomaly.onboarding import PROVISIONAL_BELOW, Candidate, Onboarded
 from anomaly.store import ModelStore
 from anomaly.training import DETECTION_BASE_IMAGES, TrainedModel, store_model
@@ -78,7 +78,12 @@ def add_goods(
         raise InvalidParameterError(f"{name} version {source_version} stores no good-score sample to add to: "
                                     "onboard again with every good")
     names = list(names) if names else names_of(images)
-    goods = accepted(bundle, read_goods(images, names))
+    goods = read_goods(images, names)
+    geometry = (bundle.manifest.get("training_data") or {}).get("accepted_input")
+    if geometry:  # as anomaly.inspect.accepted checks a part, each new good named
+        check = AcceptedInput.from_dict(geometry)
+        for label, image in zip(names, goods):
+            check.check(image, label=label)
     detector = bundle.detector
     # Held out by construction: the stored version has not seen the new goods.
     scores, maps = score_or_refuse(detector, goods)

@@ -108,3 +108,14 @@ def make_part(rng: np.random.Generator, size: int = 96) -> np.ndarray:
         cv2.circle(img, (c + ox, c), size // 14, 60, -1)
     img = np.clip(cv2.GaussianBlur(img, (3, 3), 0.8), 0, 255).astype(np.uint8)
     return np.stack([img, img, (img * 0.9).astype(np.uint8)], axis=2)
+
+
+def finished_job(client, accepted: dict, *, timeout: float = 300.0, every: float = 0.3) -> dict:
+    """Poll a training job the API accepted (its 202 answer) until it ends or ``timeout`` passes; the last answer."""
+    import time
+
+    job, status_url, deadline = accepted, accepted["status_url"], time.monotonic() + timeout
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(every)
+        job = client.get(status_url).get_json()
+    return job

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from anomaly.accepted_input import InputGeometryError
 from anomaly.adding import add_goods
 from anomaly.detectors.registry import create_detector
-from anomaly.errors import InvalidParameterError
+from anomaly.errors import DatasetError, InvalidParameterError
 from anomaly.imageio import write_png
 from anomaly.store import ModelStore
 from anomaly.training import TrainingOptions, train_into
@@ -78,16 +79,25 @@ def test_adding_goods_writes_a_version_from_the_stored_one(parts, tmp_path, caps
     loaded = store.load("plate", answer["version"])
     scores = loaded.detector.score([test[1], bad]).scores
     assert loaded.calibration.verdict(float(scores[1])) == "NG" and scores[0] < scores[1]
-    with pytest.raises(Exception, match="at least 2"):
+    with pytest.raises(DatasetError, match="at least 2"):
         add_goods(store, "plate", goods[:1])
+    # A good of another size than the model's is refused by name, before anything is learnt.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    write_png(odd / "ok.png", goods[30])
+    write_png(odd / "wide.png", np.concatenate([goods[31], goods[32]], axis=1))
+    with pytest.raises(InputGeometryError, match="wide.png"):
+        add_goods(store, "plate", sorted(odd.iterdir()))
+    assert store.versions("plate") == [first.version, answer["version"]]
+    (odd / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="broken.png"):
+        add_goods(store, "plate", sorted(odd.iterdir()))
 
 
 def test_the_service_adds_goods_as_a_job_and_shows_the_report(parts, tmp_path):
     import io
-    import time
-
     from service import create_app
-    from service.testing import make_test_config, png_bytes
+    from service.testing import finished_job, make_test_config, png_bytes
 
     goods, _ = parts
     store = ModelStore(tmp_path / "store")
@@ -100,10 +110,7 @@ def test_the_service_adds_goods_as_a_job_and_shows_the_report(parts, tmp_path):
         r = client.post("/api/v1/models/plate/versions", content_type="multipart/form-data",
                         data={"images": more, "detector": "add", "promote": "true"})
         assert r.status_code == 202, r.get_json()
-        job, status_url, deadline = r.get_json(), r.get_json()["status_url"], time.monotonic() + 120
-        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.3)
-            job = client.get(status_url).get_json()
+        job = finished_job(client, r.get_json(), timeout=120)
         assert job["status"] == "succeeded" and job["version"] == 2, job
         manifest = store.manifest("plate", 2)
         assert manifest["notes"]["onboarding"]["added"][-1]["n_added"] == 6 and store.production("plate") == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import sqlalchemy as sa
 from anomaly.bundle import FORMAT_VERSION
 from service import create_app
 from service.db import InspectionRecord
-from service.testing import make_part, make_test_config, png_bytes, service_app
+from service.testing import finished_job, make_part, make_test_config, png_bytes, service_app
 
 
 @pytest.fixture(scope="module")
@@ -340,11 +339,7 @@ def test_training_job_makes_a_new_model(tmp_path):
     assert r.status_code == 202, r.get_json()
     job = r.get_json()
     assert r.headers["Location"] == job["status_url"]
-    deadline = time.monotonic() + 120
-    status_url = job["status_url"]
-    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.3)
-        job = client.get(status_url).get_json()
+    job = finished_job(client, job, timeout=120)
     assert job["status"] == "succeeded", job
     assert job["version"] == 1 and job["progress"] == 1.0
     assert not list(tmp_path.rglob("passwd*"))  # client file names are never paths

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from anomaly.errors import InvalidParameterError
 from anomaly.store import ModelStore
 from anomaly.training import TrainingOptions, train_into
 from service import create_app
-from service.testing import make_part, make_test_config, png_bytes
+from service.testing import finished_job, make_part, make_test_config, png_bytes
 
 FAST = {"image_size": 64}
 
@@ -92,11 +91,7 @@ def test_the_service_takes_every_training_option(tmp_path):
                            target_frr="0.05", seed="5", max_images="5", pixel_size_mm="0.1",
                            grading=json.dumps({"ng_if_any": {"area_px": 40}}))
         assert r.status_code == 202, r.get_json()
-        job, deadline = r.get_json(), time.monotonic() + 120
-        status_url = job["status_url"]
-        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.3)
-            job = client.get(status_url).get_json()
+        job = finished_job(client, r.get_json(), timeout=120)
         assert job["status"] == "succeeded", job
         manifest = ModelStore(tmp_path / "store").manifest("opts", job["version"])
         assert manifest["training_data"]["options"] == TrainingOptions(
