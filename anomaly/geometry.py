@@ -56,6 +56,20 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
+def checked_roi(roi) -> tuple[int, int, int, int] | None:
+    """A region of interest ``(x, y, w, h)`` as ints, or ``None``.
+
+    Raises:
+        InvalidParameterError: not four numbers, a negative corner or an empty size.
+    """
+    if roi is None:
+        return None
+    out = tuple(int(v) for v in roi)
+    if len(out) != 4 or out[2] < 1 or out[3] < 1 or out[0] < 0 or out[1] < 0:
+        raise InvalidParameterError(f"roi must be (x, y, w, h) with w, h >= 1, got {roi}")
+    return out
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the ROI of one image went inside the model input.
@@ -93,11 +107,7 @@ class Geometry:
         object.__setattr__(self, "size", size)
         if self.resize not in ("stretch", "letterbox"):
             raise InvalidParameterError(f"resize must be 'stretch' or 'letterbox', got {self.resize!r}")
-        if self.roi is not None:
-            roi = tuple(int(v) for v in self.roi)
-            if len(roi) != 4 or roi[2] < 1 or roi[3] < 1 or roi[0] < 0 or roi[1] < 0:
-                raise InvalidParameterError(f"roi must be (x, y, w, h) with w, h >= 1, got {self.roi}")
-            object.__setattr__(self, "roi", roi)
+        object.__setattr__(self, "roi", checked_roi(self.roi))
 
     @classmethod
     def from_params(cls, image_size: int | tuple[int, int] | list[int], resize: str, roi) -> "Geometry":

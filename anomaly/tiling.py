@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from anomaly.errors import InvalidImageError, InvalidParameterError
-from anomaly.geometry import resize_image
+from anomaly.geometry import checked_roi, resize_image
 
 #: Most tiles one image may need; beyond it the frame is refused (lower ``tile_scale``).
 MAX_TILES = 400
@@ -95,11 +95,7 @@ class Tiling:
                                         f"got {self.overlap}")
         if not 0.05 <= float(self.scale) <= 4.0:
             raise InvalidParameterError(f"tile_scale must be between 0.05 and 4, got {self.scale}")
-        if self.roi is not None:
-            roi = tuple(int(v) for v in self.roi)
-            if len(roi) != 4 or roi[2] < 1 or roi[3] < 1 or roi[0] < 0 or roi[1] < 0:
-                raise InvalidParameterError(f"roi must be (x, y, w, h) with w, h >= 1, got {self.roi}")
-            object.__setattr__(self, "roi", roi)
+        object.__setattr__(self, "roi", checked_roi(self.roi))
 
     def layout(self, image_shape: tuple[int, int]) -> TileLayout:
         """Where the tiles of an image of ``image_shape`` lie.
