@@ -126,14 +126,7 @@ class PaDiM(BackboneDetector):
         positions = gh * gw
         s1 = np.zeros((positions, d), dtype=np.float64)
         s2 = np.zeros((positions, d, d), dtype=np.float64)
-        n = 0
-        for batch in progress(list(self._batches(images)), desc="padim: features"):
-            x = self._position_features(batch)  # (P, B, d)
-            s1 += x.sum(axis=1)
-            s2 += np.matmul(x.transpose(0, 2, 1), x)
-            n += x.shape[1]
-        self.mean_, self.precision_ = gaussian(s1, s2, n, float(self.covariance_eps))
-        self.n_train_ = n
+        self._grow(images, s1, s2, 0, "padim: features")
 
     def _extend(self, images: Sequence[ImageLike]) -> None:
         """More goods: the sums of ``x`` and ``x x^T`` are recovered from the stored Gaussians and grown.
@@ -151,7 +144,12 @@ class PaDiM(BackboneDetector):
         cov = np.linalg.inv(self.precision_.astype(np.float64)) - float(self.covariance_eps) * np.eye(d)[None]
         s1 = n * mean
         s2 = (n - 1) * cov + n * mean[:, :, None] * mean[:, None, :]
-        for batch in progress(list(self._batches(images)), desc="padim: features (added goods)"):
+        self._grow(images, s1, s2, n, "padim: features (added goods)")
+
+    def _grow(self, images: Sequence[ImageLike], s1: np.ndarray, s2: np.ndarray, n: int, desc: str) -> None:
+        """Add the images' features to the sums ``s1`` ``(P, d)`` and ``s2`` ``(P, d, d)`` of ``n``
+        images (in place) and set the Gaussians from them."""
+        for batch in progress(list(self._batches(images)), desc=desc):
             x = self._position_features(batch)  # (P, B, d)
             s1 += x.sum(axis=1)
             s2 += np.matmul(x.transpose(0, 2, 1), x)
