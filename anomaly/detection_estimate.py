@@ -60,6 +60,7 @@ def estimate_detection(
     per_cell: int = 4,
     random_state: int = 0,
     pixel_size_mm: float | None = None,
+    trained_on: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score synthetic defects of several kinds and sizes and rate them at the thresholds.
 
@@ -74,6 +75,10 @@ def estimate_detection(
         per_cell: Synthetic images per kind and size.
         random_state: Seed of every choice (base image, placement, shape).
         pixel_size_mm: Pixel side in mm, to state sizes in mm too.
+        trained_on: For a model trained on synthetic defects, its record of them
+            (``{"kinds": [...], "seed": int}``): stored, and its kinds are marked in the
+            summary, since the estimate is optimistic for a kind the model has learnt
+            (its own defects are made with other seeds, so none is a training sample).
 
     Returns:
         ``{"method", "kinds", "sizes_px", "sizes_mm", "contrast", "per_cell",
@@ -132,6 +137,8 @@ def estimate_detection(
         "random_state": random_state,
         "samples": samples,
         "skipped": skipped,
+        "trained_on": None if trained_on is None else {
+            "kinds": sorted(set(trained_on.get("kinds") or []) & set(kinds)), "seed": trained_on.get("seed")},
     }
     out.update(detection_rates(out, calibration, pixel_size_mm=pixel_size_mm))
     return out
@@ -167,8 +174,9 @@ def detection_rates(detection: dict[str, Any], calibration: Calibration, *,
             }
         rates[kind] = per_size
     smallest = {kind: _smallest(per_size) for kind, per_size in rates.items()}
+    trained = set((detection.get("trained_on") or {}).get("kinds") or [])
     return {"rates": rates, "min_size_90": smallest,
-            "summary": _summary(rates, smallest, calibration, pixel_size_mm)}
+            "summary": _summary(rates, smallest, calibration, pixel_size_mm, trained)}
 
 
 def _key(size: float) -> str:
@@ -187,7 +195,8 @@ def _smallest(per_size: dict[str, dict[str, float]]) -> float | None:
     return best
 
 
-def _summary(rates, smallest, calibration: Calibration, pixel_size_mm: float | None) -> str:
+def _summary(rates, smallest, calibration: Calibration, pixel_size_mm: float | None,
+             trained: set[str] = frozenset()) -> str:
     frr = calibration.expected.get("frr", calibration.target_frr)
     unit = (lambda s: f"{s * pixel_size_mm:.3g} mm") if pixel_size_mm else (lambda s: f"{s:g} px")
     head = f"at this threshold about {frr:.2%} of good parts are rejected" if frr is not None else "at this threshold"
@@ -199,10 +208,16 @@ def _summary(rates, smallest, calibration: Calibration, pixel_size_mm: float | N
     for kind, size in smallest.items():
         if kind == "all":
             continue
+        name = f"{kind}*" if kind in trained else kind
         if size is None:
             largest = max(rates[kind], key=float) if rates[kind] else None
             if largest is not None:
-                parts.append(f"{rates[kind][largest]['ng']:.0%} of {kind} at {unit(float(largest))}")
+                parts.append(f"{rates[kind][largest]['ng']:.0%} of {name} at {unit(float(largest))}")
         else:
-            parts.append(f"{rates[kind][_key(size)]['ng']:.0%} of {kind} at {unit(size)}")
-    return head + ("; caught: " + ", ".join(parts) if parts else "")
+            parts.append(f"{rates[kind][_key(size)]['ng']:.0%} of {name} at {unit(size)}")
+    text = head + ("; caught: " + ", ".join(parts) if parts else "")
+    if trained:
+        untrained = sorted(k for k in rates if k != "all" and k not in trained)
+        text += (f" (* a kind the model was trained on, with other seeds: optimistic; the kinds it never saw, "
+                 f"{', '.join(untrained) or 'none'}, are the fair estimate)")
+    return text

@@ -300,7 +300,8 @@ def fit_calibrated(
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(images), min(len(images), DETECTION_BASE_IMAGES), replace=False))
         calibration = calibration.replace(detection=estimate_detection(
-            detector, [images[i] for i in pick], calibration, random_state=seed, pixel_size_mm=options.pixel_size_mm))
+            detector, [images[i] for i in pick], calibration, random_state=seed, pixel_size_mm=options.pixel_size_mm,
+            trained_on=detector.training_meta().get("synthetic")))
         detection_seconds = time.perf_counter() - start
         log.info("%s", calibration.detection["summary"])
 

@@ -427,6 +427,26 @@ def _tiling(results: Path) -> list[_Section]:
     return [s]
 
 
+def _discriminator(results: Path) -> list[_Section]:
+    folder = results / "discriminator"
+    summary = folder / "summary.md"
+    doc = _load_json(folder / "summary.json")
+    if not summary.is_file() or not isinstance(doc, dict):
+        return []
+    s = _Section("The feature discriminator beside PatchCore, PaDiM and anomalib's SuperSimpleNet")
+    s.add("**What**: the discriminator (trained on good images and synthetic defects), PatchCore and PaDiM with "
+          "their defaults, and anomalib 2.7.0's SuperSimpleNet on the same EfficientNet-Lite0 weights, fitted on the "
+          "same seeded subset of each set's goods and measured on the same seeded test subset: image AUROC, AUPRO "
+          "where the set has masks, training time, and the scoring latency beside the backbone floor (decode, resize, "
+          "normalise, backbone forward) on the same images, timed alternately. Each row of `runs.jsonl` records its "
+          "model's parameters, seed, epochs and, for the discriminator, the kinds and seed of its training defects.",
+          "", f"**Command**: `{doc.get('command', 'python benchmarks/discriminator.py')}` (the peer under "
+          "`.venv-peer/bin/python` with `--peer`)", "")
+    s.add(*_run_provenance(doc))
+    s.add(*summary.read_text().strip().splitlines())
+    return [s]
+
+
 # ---------------------------------------------------------------------------------- the report
 
 
@@ -449,6 +469,7 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
         groups = [
             ("PatchCore and PaDiM", _foundation(results_dir) + _calibration(results_dir)),
             ("Onboarding", _onboard(results_dir) + _tiling(results_dir)),
+            ("Trained on synthetic defects", _discriminator(results_dir)),
             ("Side by side with anomalib", bench("peer")),
             ("GAN models", bench("gan") + _gan(results_dir)),
             ("Classical models", _classical(results_dir) + bench("classical")),

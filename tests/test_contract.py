@@ -17,6 +17,7 @@ from anomaly.imageio import encode_png
 FAST_PARAMS = {
     "patchcore": {"image_size": 128, "batch_size": 8},
     "padim": {"image_size": 128, "batch_size": 8},
+    "discriminator": {"image_size": 128, "batch_size": 8, "bank_size": 512, "epochs": 10},
     "ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
     "skip-ganomaly": {"image_size": 32, "max_epochs": 2, "batch_size": 8},
 }

@@ -56,3 +56,14 @@ def test_default_sizes_and_bad_kinds(setup, good_parts):
     det, cal = setup
     with pytest.raises(InvalidParameterError, match="unknown defect kind"):
         estimate_detection(det, good_parts[:1], cal, kinds=["dent"])
+
+
+def test_kinds_a_model_trained_on_are_marked_and_the_untrained_named_the_fair_estimate(setup, good_parts):
+    det, cal = setup
+    est = estimate_detection(det, good_parts[:2], cal, kinds=["spot", "scratch"], sizes=[16], per_cell=2,
+                             contrast=0.5, trained_on={"kinds": ["scratch", "stain"], "seed": 7919})
+    assert est["trained_on"] == {"kinds": ["scratch"], "seed": 7919}  # only the kinds this estimate made
+    assert "of scratch* at" in est["summary"] and "of spot at" in est["summary"]
+    assert "the kinds it never saw, spot, are the fair estimate" in est["summary"]
+    plain = estimate_detection(det, good_parts[:2], cal, kinds=["spot"], sizes=[16], per_cell=2, contrast=0.5)
+    assert plain["trained_on"] is None and "*" not in plain["summary"]

@@ -29,10 +29,8 @@ Every random draw (data order, shifts, flips, re-initialisation) comes from one 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -41,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomaly.detectors.checkpoints import read_checkpoint, write_checkpoint
 from anomaly.detectors.ganomaly_nets import Discriminator, init_weights
 from anomaly.errors import InvalidParameterError
 from anomaly.progress import progress
@@ -128,18 +127,6 @@ class TrainingRecord:
     stopped_early: bool = False
     resumed_from_step: int = 0
     discriminator_resets: int = 0
-
-
-def fingerprint(*parts: object) -> str:
-    """sha256 over configuration values and tensors, to match a checkpoint to its run."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            digest.update(part.detach().contiguous().numpy().tobytes())
-            digest.update(str(tuple(part.shape)).encode())
-        else:
-            digest.update(repr(part).encode())
-    return digest.hexdigest()
 
 
 def augment(x: torch.Tensor, shift: int, flip: str, rng: torch.Generator) -> torch.Tensor:
@@ -405,23 +392,12 @@ def _save_checkpoint(path: Path, run_id: str, gen, disc, opt_g, opt_d, rng: torc
         "history": state.history,
         "discriminator_resets": state.d_resets,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_checkpoint(path, payload)
 
 
 def _load_checkpoint(path: Path, run_id: str, gen, disc, opt_g, opt_d, rng: torch.Generator, state: _State) -> bool:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a torn or foreign file: start afresh, say why
-        log.warning("checkpoint %s is unreadable (%s); training from scratch", path, exc)
-        return False
-    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-        log.warning("%s is not a checkpoint of this trainer; training from scratch", path)
-        return False
-    if payload.get("run_id") != run_id:
-        log.warning("checkpoint %s belongs to another configuration or other images; training from scratch", path)
+    payload = read_checkpoint(path, _CHECKPOINT_FORMAT, run_id)
+    if payload is None:
         return False
     gen.load_state_dict(payload["generator"])
     disc.load_state_dict(payload["discriminator"])

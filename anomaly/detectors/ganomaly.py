@@ -63,11 +63,11 @@ import torch.nn.functional as F
 
 from anomaly.arrays import load_arrays, save_arrays
 from anomaly.detectors.base import AnomalyResult, Detector, hyperparameters
+from anomaly.detectors.checkpoints import fingerprint
 from anomaly.detectors.gan_training import (
     FLIPS,
     TrainingRecord,
     TrainSettings,
-    fingerprint,
     plot_history,
     train_gan,
 )

@@ -18,6 +18,7 @@ _BUILTIN: dict[str, str] = {
     "padim": "anomaly.detectors.padim:PaDiM",
     "difference": "alignment.difference:DifferenceModel",
     "gmm": "alignment.gmm:PixelGMM",
+    "discriminator": "anomaly.detectors.discriminator:FeatureDiscriminator",
     "ganomaly": "anomaly.detectors.ganomaly:GANomaly",
     "skip-ganomaly": "anomaly.detectors.ganomaly:SkipGANomaly",
 }

@@ -1,0 +1,117 @@
+"""The feature discriminator: trained on goods and made defects, resumable, kept apart from the detection estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly.detectors import discriminator as module
+from anomaly.detectors.discriminator import TRAIN_KINDS, TRAIN_SEED_OFFSET, FeatureDiscriminator, coverage
+from anomaly.detectors.registry import create_detector
+from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.geometry import Geometry
+
+FAST = {"image_size": 128, "batch_size": 8, "bank_size": 512, "epochs": 10}
+
+
+def test_coverage_marks_the_cells_a_mask_covers():
+    mask = np.zeros((128, 128), bool)
+    mask[64:96, 32:64] = True  # cells (8..11, 4..7) of a 16 x 16 grid of 8 px cells at 128 px
+    cells = coverage(mask, Geometry((128, 128)), (16, 16)).reshape(16, 16)
+    assert cells[8:12, 4:8].min() == pytest.approx(1.0) and cells.sum() == pytest.approx(16.0)
+    assert cells[:8].max() == 0 and cells[:, 8:].max() == 0
+
+
+def test_training_stops_early_keeps_its_best_epoch_and_records_its_defects(good_parts):
+    model = create_detector("discriminator", {**FAST, "epochs": 40, "patience": 2}).fit(good_parts)
+    meta = model.training_meta()
+    losses = [h["val_loss"] for h in meta["history"]]
+    assert meta["n_held_out"] == 1 and meta["n_train"] == len(good_parts) - 1
+    assert meta["best_epoch"] == int(np.argmin(losses)) + 1
+    assert len(losses) == 40 or len(losses) - meta["best_epoch"] == 2  # stopped 2 epochs after its best
+    synthetic = meta["synthetic"]
+    # The training defects' seed is neither the calibration estimate's (the training seed) nor its + 1000.
+    assert synthetic["kinds"] == list(TRAIN_KINDS) and synthetic["seed"] == TRAIN_SEED_OFFSET
+    assert synthetic["defect_patches"] > 0
+    assert {"missing", "deform"}.isdisjoint(TRAIN_KINDS)
+
+
+def test_pasted_defect_is_the_top_of_the_map_and_outscores_the_goods(good_parts, test_parts):
+    images, mask = test_parts
+    result = create_detector("discriminator", FAST).fit(good_parts).score(images)
+    assert result.scores[3:].min() > result.scores[:3].max()
+    for amap in result.maps[3:]:
+        y, x = np.unravel_index(np.argmax(amap), amap.shape)
+        assert mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5].any()  # within 4 px of the pasted square
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(good_parts, test_parts,
+                                                                                        tmp_path, monkeypatch):
+    images, _ = test_parts
+    params = {**FAST, "epochs": 6, "patience": 6}
+    straight = create_detector("discriminator", params).fit(good_parts).score(images).scores
+
+    save = module._save_checkpoint
+
+    def interrupted(path, run_id, head, optimiser, gen, state):
+        save(path, run_id, head, optimiser, gen, state)
+        if state["epoch"] == 3:
+            raise KeyboardInterrupt  # the process is stopped after epoch 3's checkpoint
+
+    monkeypatch.setattr(module, "_save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        create_detector("discriminator", {**params, "checkpoint_dir": str(tmp_path)}).fit(good_parts)
+    monkeypatch.setattr(module, "_save_checkpoint", save)
+    resumed = create_detector("discriminator", {**params, "checkpoint_dir": str(tmp_path)}).fit(good_parts)
+    assert resumed.training_meta()["resumed_from_epoch"] == 3
+    assert len(resumed.training_meta()["history"]) == 6
+    np.testing.assert_allclose(resumed.score(images).scores, straight, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_other_parameters_is_not_resumed(good_parts, tmp_path):
+    create_detector("discriminator", {**FAST, "epochs": 2, "checkpoint_dir": str(tmp_path)}).fit(good_parts)
+    other = create_detector("discriminator", {**FAST, "epochs": 2, "noise_std": 0.3,
+                                              "checkpoint_dir": str(tmp_path)}).fit(good_parts)
+    assert other.training_meta()["resumed_from_epoch"] == 0
+
+
+def test_made_defects_teach_more_than_feature_noise_alone(good_parts, test_parts):
+    images, _ = test_parts
+    margin = lambda s: (s[3:].min() - s[:3].max()) / np.ptp(s)  # noqa: E731 - defective minus good, relative
+    taught = create_detector("discriminator", FAST).fit(good_parts).score(images).scores
+    plain = create_detector("discriminator", {**FAST, "synthetic_per_image": 0}).fit(good_parts).score(images).scores
+    assert margin(taught) > 0 and margin(taught) >= margin(plain) - 0.05
+
+
+def test_cross_fitting_trains_each_fold_without_its_goods(good_parts):
+    model = FeatureDiscriminator(**FAST)
+    result = model.cross_fit_scores(good_parts, n_folds=3)
+    assert result.scores.shape == (len(good_parts),) and np.all(np.isfinite(result.scores))
+    assert model.fitted_ and model.n_train_ == len(good_parts) - 1  # one held out for early stopping
+
+
+def test_bad_settings_and_too_few_goods_are_refused(good_parts):
+    with pytest.raises(InvalidParameterError):
+        FeatureDiscriminator(resize="tile")._validate_params()
+    with pytest.raises(InvalidParameterError):
+        FeatureDiscriminator(held_out_share=0.6)._validate_params()
+    with pytest.raises(InvalidImageError, match="at least 2 good images"):
+        create_detector("discriminator", FAST).fit(good_parts[:1])
+
+
+def test_training_flow_calibrates_on_fold_models_and_marks_the_kinds_it_trained_on(good_parts, test_parts, tmp_path):
+    """The product's one training path: cross-fitted thresholds, a bundle, and an honest detection estimate."""
+    from anomaly.bundle import load_bundle, save_bundle
+    from anomaly.synthesis import KINDS
+    from anomaly.training import TrainingOptions, fit_calibrated
+
+    images, _ = test_parts
+    model = fit_calibrated("discriminator", good_parts, TrainingOptions(n_folds=3), params=FAST)
+    detection = model.calibration.detection
+    assert detection["trained_on"]["kinds"] == sorted(set(TRAIN_KINDS) & set(KINDS))
+    assert detection["random_state"] != detection["trained_on"]["seed"]
+    assert "fair estimate" in detection["summary"]
+    assert np.all(model.detector.score(images).scores[3:] > model.calibration.t_ng)
+    save_bundle(model.detector, tmp_path / "bundle", calibration=model.calibration)
+    loaded = load_bundle(tmp_path / "bundle").detector
+    np.testing.assert_allclose(loaded.score(images).scores, model.detector.score(images).scores, rtol=1e-5)
