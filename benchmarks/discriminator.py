@@ -227,7 +227,7 @@ def train_time(category: MVTecCategory, n_goods: int) -> dict[str, Any]:
         raise RuntimeError(f"anomaly train failed: {proc.stderr[-2000:]}")
     return {"set": category.name, "n_goods": min(n_goods, len(category.train_good())), "wall_seconds": round(wall, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "command": "anomaly train " + " ".join(cmd[4:]).replace(str(category.root), category.name),
+            "command": "anomaly train " + " ".join(cmd[4:-3]).replace(str(category.root), category.name) + " --quiet",
             "load_average": load_average()}
 
 

@@ -60,7 +60,9 @@ def test_format_1_bundle_loads_migrated_and_scores_the_same(name):
                                             "removed": {}}
     kept = {**{k: v for k, v in expected["params"].items() if k not in V1_DROPPED[name]}, **tiling}
     assert bundle.detector.get_params() == bundle.manifest["params"] == kept
-    np.testing.assert_allclose(bundle.detector.score(_v1_images(name)).scores, expected["scores"], rtol=1e-6, atol=1e-6)
+    # float32 scores: the BLAS kernels a CPU picks (AVX2, AVX-512) round differently, by about 1e-6 of the score
+    # (PaDiM's Mahalanobis sums differed by 1.5e-6 on this machine); a changed model moves them by far more.
+    np.testing.assert_allclose(bundle.detector.score(_v1_images(name)).scores, expected["scores"], rtol=1e-5, atol=1e-6)
 
 
 def test_migration_fills_the_values_old_bundles_were_fitted_with():

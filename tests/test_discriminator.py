@@ -8,7 +8,7 @@ import pytest
 from anomaly.detectors import discriminator as module
 from anomaly.detectors.discriminator import TRAIN_KINDS, TRAIN_SEED_OFFSET, FeatureDiscriminator, coverage
 from anomaly.detectors.registry import create_detector
-from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.errors import DatasetError, InvalidParameterError
 from anomaly.geometry import Geometry
 
 FAST = {"image_size": 128, "batch_size": 8, "bank_size": 512, "epochs": 10}
@@ -95,7 +95,7 @@ def test_bad_settings_and_too_few_goods_are_refused(good_parts):
         FeatureDiscriminator(resize="tile")._validate_params()
     with pytest.raises(InvalidParameterError):
         FeatureDiscriminator(held_out_share=0.6)._validate_params()
-    with pytest.raises(InvalidImageError, match="at least 2 good images"):
+    with pytest.raises(DatasetError, match="at least 2 good images"):
         create_detector("discriminator", FAST).fit(good_parts[:1])
 
 
@@ -115,3 +115,4 @@ def test_training_flow_calibrates_on_fold_models_and_marks_the_kinds_it_trained_
     save_bundle(model.detector, tmp_path / "bundle", calibration=model.calibration)
     loaded = load_bundle(tmp_path / "bundle").detector
     np.testing.assert_allclose(loaded.score(images).scores, model.detector.score(images).scores, rtol=1e-5)
+

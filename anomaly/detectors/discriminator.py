@@ -8,13 +8,10 @@ tell good patches from made anomalies. Trained on good images only: the defects 
 never collected.
 
 * Input of a patch: its locally aware feature (PatchCore's, standardised per channel over
-  the goods) and its residual to the nearest patch of a coreset of good patches. SimpleNet
-  feeds the feature alone; on our sets (90 goods, EfficientNet-Lite0) that discriminator
-  learnt the training patches themselves: its training loss went to 0 while held-out goods
-  scored as anomalous, image AUROC 0.76 on magnetic_tile against 0.88 for the
-  nearest-neighbour distance on the same features. Given the residual, it learns which
-  departures from the nearest good patch are defects and which are the spread of good parts
-  (measured in benchmarks/discriminator.py).
+  the goods) and its residual to the nearest patch of a coreset of good patches, so that it
+  can learn which departures from the nearest good patch are defects and which are the
+  spread of good parts. SimpleNet feeds the feature alone (``residual=False``); what each
+  input scores and costs is measured side by side in ``benchmarks/discriminator.py``.
 * The residuals it learns from are honest: the goods are split in two halves, and each
   half's patches (and the defects made from its images) are compared with a coreset of the
   other half only, as a new part is compared with the goods at inspection.
@@ -58,7 +55,7 @@ from anomaly.coreset import greedy_kcenter, random_projection
 from anomaly.detectors.base import AnomalyResult, hyperparameters
 from anomaly.detectors.deep import BackboneDetector
 from anomaly.detectors.checkpoints import fingerprint, read_checkpoint, write_checkpoint
-from anomaly.errors import InvalidImageError, InvalidParameterError
+from anomaly.errors import DatasetError, InvalidImageError, InvalidParameterError
 from anomaly.folds import assign_folds, score_out_of_fold
 from anomaly.imageio import ImageLike, as_image
 from anomaly.knn import SMALL_QUERY_BATCH, NearestNeighbours
@@ -270,7 +267,7 @@ class FeatureDiscriminator(BackboneDetector):
         n_held = int(round(float(self.held_out_share) * len(order))) if len(order) >= 6 else 0
         held, fit = np.sort(order[:n_held]), np.sort(order[n_held:])
         if len(fit) < 2:
-            raise InvalidImageError(f"the discriminator needs at least 2 good images to train on, got {len(fit)}")
+            raise DatasetError(f"the discriminator needs at least 2 good images to train on, got {len(fit)}")
         flat = cache["feats"][fit].reshape(-1, cache["feats"].shape[2])
         self.feature_mean_ = flat.mean(axis=0).astype(np.float32)
         self.feature_std_ = (flat.std(axis=0) + 1e-6).astype(np.float32)
