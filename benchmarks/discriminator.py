@@ -268,6 +268,11 @@ def summary(rows: list[dict[str, Any]], timing: dict[str, Any] | None = None) ->
         lines.append(f"- {ours}: higher mean image AUROC than the better of PatchCore and PaDiM on "
                      f"{len(better)} of {len(sets)} sets ({', '.join(better) or 'none'}); higher than anomalib's "
                      f"SuperSimpleNet on {peer_wins} of {n_peer} sets.")
+    peer = [r for r in rows if r["model"] == PEER]
+    if peer:
+        lines.append(f"- {PEER}: {', '.join(sorted({str(r['epochs']) for r in peer}))} epochs, seed(s) "
+                     f"{', '.join(sorted({str(r['seed']) for r in peer}))}, on {len({r['set'] for r in peer})} sets "
+                     f"(each row of runs.jsonl records its steps).")
     lines += ["", "**Costs** (medians over seeds): training wall seconds on the set's training subset; scoring p50 "
               "per image end to end from the file's bytes, and the model's backbone floor on the same images "
               "(decode, resize, normalise, backbone forward), timed alternately:", "",
