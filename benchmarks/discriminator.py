@@ -169,8 +169,10 @@ def run_one(category: MVTecCategory, model: str, seed: int, args) -> dict[str, A
     samples = test_subset(category, args.max_test)
     load_before = load_average()
     t0, c0 = time.perf_counter(), time.process_time()
-    score, floor, info = (fit_peer if model == PEER else fit_ours)(*((paths, args, seed) if model == PEER
-                                                                     else (model, paths, args, seed)))
+    if model == PEER:
+        score, floor, info = fit_peer(paths, args, seed)
+    else:
+        score, floor, info = fit_ours(model, paths, args, seed)
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     scores, labels, ms, floor_ms, maps, masks = [], [], [], [], [], []
     for i, sample in enumerate(samples):
