@@ -8,6 +8,8 @@ TEST_STAMP := $(VENV)/.installed-test
 # Every transitive dependency, pinned with hashes for Python 3.11 on Linux x86_64 (`make lock` refreshes).
 BASE_LOCK := requirements/base.lock
 TEST_LOCK := requirements/test.lock
+# The torch-free runtime's environment (the `runtime` extra: onnxruntime, OpenCV, the service), for a line PC.
+RUNTIME_LOCK := requirements/runtime.lock
 # pip itself is pinned too, so that a clone resolves and installs the same way on any day.
 PIP_VERSION := 26.3
 PIP_TOOLS_VERSION := 7.7.0
@@ -55,8 +57,9 @@ browser-deps:
 lock:
 	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
 	  $(LOCK_VENV)/bin/pip install -qq pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION); }
-	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --output-file $(BASE_LOCK) pyproject.toml
-	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra test -c $(BASE_LOCK) --output-file $(TEST_LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra full --output-file $(BASE_LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra full --extra test -c $(BASE_LOCK) --output-file $(TEST_LOCK) pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra runtime -c $(BASE_LOCK) --output-file $(RUNTIME_LOCK) pyproject.toml
 
 LOCK_FLAGS := --quiet --upgrade --strip-extras --allow-unsafe --generate-hashes --no-emit-index-url \
   --no-emit-find-links -c requirements/pins.in

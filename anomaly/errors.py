@@ -86,3 +86,17 @@ class AlignmentError(AnomalyError, RuntimeError):
 
     code = "alignment_failed"
     http_status = 409
+
+
+class ExportError(AnomalyError, RuntimeError):
+    """A model cannot be exported, or its export disagrees with the bundle (parity refused)."""
+
+    code = "export_error"
+    http_status = 409
+
+
+class DeployError(AnomalyError, RuntimeError):
+    """An exported model folder is incomplete, edited after export, or of another format."""
+
+    code = "deploy_error"
+    http_status = 409

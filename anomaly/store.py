@@ -99,11 +99,15 @@ class ModelStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self.versions(p.name))
 
+    #: The file that makes a version folder a version (a bundle's manifest).
+    MARKER = "manifest.json"
+
     def versions(self, name: str) -> list[int]:
         folder = self.root / check_model_name(name)
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and (p / "manifest.json").is_file())
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()
+                      and (p / self.MARKER).is_file())
 
     def path(self, name: str, version: int | None = None) -> Path:
         """Folder of ``name``'s ``version`` (default: the production version)."""
@@ -119,7 +123,11 @@ class ModelStore:
         return self.root / name / str(int(version))
 
     def manifest(self, name: str, version: int | None = None) -> dict[str, Any]:
-        return read_manifest(self.path(name, version))
+        return self._read(self.path(name, version))
+
+    def _read(self, folder: Path) -> dict[str, Any]:
+        """The version folder's description (a bundle's manifest)."""
+        return read_manifest(folder)
 
     def load(self, name: str, version: int | None = None) -> Bundle:
         return load_bundle(self.path(name, version))
@@ -137,7 +145,7 @@ class ModelStore:
             prod = self.production(model)
             for version in self.versions(model):
                 path = self.root / model / str(version)
-                out.append(VersionInfo(model, version, path, version == prod, read_manifest(path)))
+                out.append(VersionInfo(model, version, path, version == prod, self._read(path)))
         return out
 
     # -- writing -------------------------------------------------------------------------

@@ -427,24 +427,40 @@ def _tiling(results: Path) -> list[_Section]:
     return [s]
 
 
-def _discriminator(results: Path) -> list[_Section]:
-    folder = results / "discriminator"
+def _summary_section(folder: Path, title: str, what: str, command: str, peer_note: str = "") -> list[_Section]:
+    """A section of a benchmark that writes ``summary.md`` and ``summary.json`` (with its provenance)."""
     summary = folder / "summary.md"
     doc = _load_json(folder / "summary.json")
     if not summary.is_file() or not isinstance(doc, dict):
         return []
-    s = _Section("The feature discriminator beside PatchCore, PaDiM and anomalib's SuperSimpleNet")
-    s.add("**What**: the discriminator (trained on good images and synthetic defects), PatchCore and PaDiM with "
-          "their defaults, and anomalib 2.7.0's SuperSimpleNet on the same EfficientNet-Lite0 weights, fitted on the "
-          "same seeded subset of each set's goods and measured on the same seeded test subset: image AUROC, AUPRO "
-          "where the set has masks, training time, and the scoring latency beside the backbone floor (decode, resize, "
-          "normalise, backbone forward) on the same images, timed alternately. Each row of `runs.jsonl` records its "
-          "model's parameters, seed, epochs and, for the discriminator, the kinds and seed of its training defects.",
-          "", f"**Command**: `{doc.get('command', 'python benchmarks/discriminator.py')}` (the peer under "
-          "`.venv-peer/bin/python` with `--peer`)", "")
+    s = _Section(title)
+    s.add(f"**What**: {what}", "", f"**Command**: `{doc.get('command', command)}`{peer_note}", "")
     s.add(*_run_provenance(doc))
     s.add(*summary.read_text().strip().splitlines())
     return [s]
+
+
+def _discriminator(results: Path) -> list[_Section]:
+    return _summary_section(
+        results / "discriminator", "The feature discriminator beside PatchCore, PaDiM and anomalib's SuperSimpleNet",
+        "the discriminator (trained on good images and synthetic defects), PatchCore and PaDiM with "
+        "their defaults, and anomalib 2.7.0's SuperSimpleNet on the same EfficientNet-Lite0 weights, fitted on the "
+        "same seeded subset of each set's goods and measured on the same seeded test subset: image AUROC, AUPRO "
+        "where the set has masks, training time, and the scoring latency beside the backbone floor (decode, resize, "
+        "normalise, backbone forward) on the same images, timed alternately. Each row of `runs.jsonl` records its "
+        "model's parameters, seed, epochs and, for the discriminator, the kinds and seed of its training defects.",
+        "python benchmarks/discriminator.py", " (the peer under `.venv-peer/bin/python` with `--peer`)")
+
+
+def _export(results: Path) -> list[_Section]:
+    return _summary_section(
+        results / "export", "ONNX exports beside their bundles",
+        "PatchCore and PaDiM with their defaults, trained through the product's training flow on a "
+        "seeded subset of each set's goods, exported to ONNX (`anomaly export`: the graph checked for parity on 16 "
+        "goods and synthetic defects, and the INT8 gate), then every test image judged by the bundle on torch and "
+        "by the export on onnxruntime through the same verdict path; end-to-end latency per image from the file's "
+        "bytes, the models called in turn; the runtime-only environment's size beside the full install.",
+        "python benchmarks/export.py")
 
 
 # ---------------------------------------------------------------------------------- the report
@@ -470,6 +486,7 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
             ("PatchCore and PaDiM", _foundation(results_dir) + _calibration(results_dir)),
             ("Onboarding", _onboard(results_dir) + _tiling(results_dir)),
             ("Trained on synthetic defects", _discriminator(results_dir)),
+            ("Deployment", _export(results_dir)),
             ("Side by side with anomalib", bench("peer")),
             ("GAN models", bench("gan") + _gan(results_dir)),
             ("Classical models", _classical(results_dir) + bench("classical")),

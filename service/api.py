@@ -377,6 +377,11 @@ def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
 
     config = current_app.config
     check_model_name(name)  # 400: the name becomes a folder
+    if config["RUNTIME"] == "onnx":
+        from anomaly.errors import DeployError
+
+        raise DeployError("this service serves exported models (runtime onnx): train on the training machine and "
+                          "bring the version here with `anomaly export NAME[:VERSION] --deploy-store DIR`")
     request.max_content_length = int(config["MAX_UPLOAD_BYTES"])
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaTypeError(f"send the good images as multipart/form-data (fields 'images'), "

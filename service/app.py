@@ -83,7 +83,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
 
     db = Database(app.config["DATABASE_URL"], schema=app.config.get("DATABASE_SCHEMA"))
     db.migrate()
-    store = ModelStore(app.config["STORE"])
+    if app.config["RUNTIME"] == "onnx":
+        from anomaly.runtime.store import DeployStore
+
+        store: ModelStore = DeployStore(app.config["STORE"])
+    else:
+        store = ModelStore(app.config["STORE"])
     registry = ModelRegistry(store, max_loaded=int(app.config["MAX_LOADED_BUNDLES"]),
                              warmup=bool(app.config["WARMUP"]))
     app.extensions["anomaly_db"] = db
@@ -110,7 +115,9 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
 
     if app.config["PRELOAD_MODELS"] if preload is None else preload:
         registry.preload()
-    log.info("service ready: store %s, database %s, archive %s (%s)", store.root, db.display_url,
+    log.info("service ready: %s store %s, database %s, archive %s (%s)",
+             "deploy (exported models, onnxruntime)" if app.config["RUNTIME"] == "onnx" else "model", store.root,
+             db.display_url,
              app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
     return app
 

@@ -35,6 +35,9 @@ MIB = 1024 * 1024
 DEFAULTS: dict[str, Any] = {
     # where things are
     "STORE": None,  # model store root; None: $ANOMALY_STORE or ./models
+    # "bundle": the store holds bundles (training machine); "onnx": a deploy store of exported
+    # models, scored by onnxruntime without torch (anomaly.runtime.store); no training there.
+    "RUNTIME": "bundle",
     "DATABASE_URL": None,  # None: sqlite:///<instance>/inspections.sqlite
     "DATABASE_SCHEMA": None,  # PostgreSQL only: schema holding the tables (search_path)
     "ARCHIVE": "rejected",  # which parts get image, map and overlay archived: none | rejected | all
@@ -88,6 +91,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'inspections.sqlite'}"
     if not app.config.get("ARCHIVE_DIR"):
         app.config["ARCHIVE_DIR"] = str(instance / "archive")
+    if app.config["RUNTIME"] not in ("bundle", "onnx"):
+        raise ValueError(f"RUNTIME must be bundle or onnx, got {app.config['RUNTIME']!r}")
     if app.config["ARCHIVE"] not in ("none", "rejected", "all"):
         raise ValueError(f"ARCHIVE must be none, rejected or all, got {app.config['ARCHIVE']!r}")
     # The app-wide cap is the largest upload; scoring views lower it per request.

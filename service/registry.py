@@ -7,7 +7,8 @@ immutable, so a cached bundle never goes stale. A version not in the cache is lo
 (once, under a lock) and the least recently used ones beyond the cap are dropped.
 
 ``anomaly.bundle`` is imported here only when a bundle is loaded: deep detectors bring
-torch in with them, the service's request handling does not.
+torch in with them, the service's request handling does not. Over a deploy store
+(``anomaly serve --runtime onnx``) the loaded models are exports, scored by onnxruntime.
 """
 
 from __future__ import annotations
@@ -129,10 +130,9 @@ class ModelRegistry:
         return loaded
 
     def _load(self, name: str, version: int) -> LoadedModel:
-        from anomaly.bundle import load_bundle
-
         start = time.perf_counter()
-        bundle = load_bundle(self.store.path(name, version))
+        # A bundle, or an export when the store is a deploy store (anomaly.runtime.store).
+        bundle = self.store.load(name, version)
         if self.warmup:
             self._warm_up(bundle)
         seconds = time.perf_counter() - start

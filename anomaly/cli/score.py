@@ -1,4 +1,8 @@
-"""``anomaly score IMAGES... --name NAME``: verdicts as JSON lines, optional overlays."""
+"""``anomaly score IMAGES... --name NAME``: verdicts as JSON lines, optional overlays.
+
+``--bundle DIR --runtime onnx`` scores with an exported folder (``anomaly export``) through
+onnxruntime, without torch, and prints the same lines as the stored version gives.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--name", "-n", help="model name in the store")
-    source.add_argument("--bundle", type=Path, help="a bundle folder instead of a stored model")
+    source.add_argument("--bundle", type=Path, help="a bundle folder (or with --runtime onnx an exported "
+                                                    "folder) instead of a stored model")
+    p.add_argument("--runtime", choices=["bundle", "onnx"], default="bundle",
+                   help="bundle (default): the stored model with its own code; onnx: an exported folder "
+                        "given with --bundle, through onnxruntime (no torch needed)")
     p.add_argument("--version", type=int, help="model version (default: production)")
     p.add_argument("--overlays", type=Path, help="write heat-map overlay PNGs into this folder")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
@@ -38,11 +46,18 @@ def expand_inputs(inputs: list[Path], recursive: bool) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from anomaly.bundle import load_bundle
-    from anomaly.errors import AnomalyError
+    from anomaly.errors import AnomalyError, DeployError
     from anomaly.imageio import read_image, write_png
     from anomaly.inspect import inspect, render_overlay
 
-    if args.bundle:
+    if args.runtime == "onnx":
+        from anomaly.runtime.deployed import load_deployed
+
+        if not args.bundle:
+            raise DeployError("--runtime onnx scores an exported folder: give it with --bundle DIR")
+        bundle = load_deployed(args.bundle)
+        model_name, version = bundle.name, bundle.version
+    elif args.bundle:
         bundle = load_bundle(args.bundle)
         model_name, version = args.bundle.name, None
     else:

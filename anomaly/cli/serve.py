@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a part is judged; parts are judged one at a time per worker (SCORING_SLOTS)")
     p.add_argument("--timeout", type=int, default=120, help="seconds before a silent worker is restarted")
     add_store_option(p)
+    p.add_argument("--runtime", choices=("bundle", "onnx"), default=None,
+                   help="bundle (default): serve the model store's bundles; onnx: serve a deploy store of exported "
+                        "models (`anomaly export --deploy-store`) through onnxruntime, without torch and "
+                        "without training")
     p.add_argument("--db-url", help="SQLAlchemy URL of the records database (default: SQLite in the instance folder)")
     p.add_argument("--db-schema", help="PostgreSQL schema holding the tables (default: the server's search_path)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -90,8 +94,10 @@ def served_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str
 
 def _settings(store_root: str | os.PathLike | None, *, host: str, db_url: str | None, instance: Path | None,
               archive: str | None, require_keys: bool, db_schema: str | None = None,
-              allowed_hosts: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+              allowed_hosts: list[str] | tuple[str, ...] = (), runtime: str | None = None) -> dict[str, str]:
     env: dict[str, str] = {"ANOMALY_ALLOWED_HOSTS": json.dumps(served_hosts(host, allowed_hosts))}
+    if runtime:
+        env["ANOMALY_RUNTIME"] = json.dumps(runtime)
     if store_root is not None:
         env["ANOMALY_STORE"] = str(Path(store_root).resolve())
     if db_url:
@@ -119,7 +125,7 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
                 workers: int = 2, threads: int = 4, timeout: int = 120, db_url: str | None = None,
                 instance: Path | None = None, archive: str | None = None, require_keys: bool = False,
                 access_log: bool = False, verbose: int = 0, db_schema: str | None = None,
-                allowed_hosts: list[str] | tuple[str, ...] = ()) -> int:
+                allowed_hosts: list[str] | tuple[str, ...] = (), runtime: str | None = None) -> int:
     """Serve a model store under gunicorn until interrupted.
 
     Args:
@@ -136,6 +142,7 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
         access_log: Log every request to standard error.
         db_schema: PostgreSQL schema of the records' tables.
         allowed_hosts: Host names answered besides loopback and ``host`` itself.
+        runtime: ``"onnx"`` serves a deploy store of exported models (no torch); ``None``/``"bundle"`` bundles.
         verbose: ``-v`` count: with any, the workers log at DEBUG and gunicorn and the libraries at INFO.
 
     Returns:
@@ -144,7 +151,8 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
     from service.auth import active_key_count
 
     settings = _settings(store_root, host=host, db_url=db_url, instance=instance, archive=archive,
-                         require_keys=require_keys, db_schema=db_schema, allowed_hosts=allowed_hosts)
+                         require_keys=require_keys, db_schema=db_schema, allowed_hosts=allowed_hosts,
+                         runtime=runtime)
     app = _check_app(settings)
     db = app.extensions["anomaly_db"]
     if app.config["REQUIRE_API_KEYS"] and active_key_count(db) == 0:
@@ -173,7 +181,8 @@ def serve_store(store_root: str | os.PathLike | None, *, host: str = "127.0.0.1"
     command.append("service:create_app()")
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
     url = f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
-    print(f"serving models from {store_path}\nrecords in {db_display}\n"
+    what = "exported models (onnxruntime)" if app.config["RUNTIME"] == "onnx" else "models"
+    print(f"serving {what} from {store_path}\nrecords in {db_display}\n"
           f"{workers} worker(s); API keys {'required' if app.config['REQUIRE_API_KEYS'] else 'not required'}\n"
           f"open {url}  (API: {url}api/v1, docs: {url}docs/api); Ctrl+C stops", flush=True)
     proc = subprocess.Popen(command, env=env)
@@ -217,4 +226,4 @@ def run(args: argparse.Namespace) -> int:
     return serve_store(args.store, host=args.host, port=args.port, workers=args.workers, threads=args.threads,
                        timeout=args.timeout, db_url=args.db_url, instance=args.instance, archive=args.archive,
                        require_keys=args.require_keys, access_log=args.access_log, verbose=args.verbose,
-                       db_schema=args.db_schema, allowed_hosts=args.allowed_host)
+                       db_schema=args.db_schema, allowed_hosts=args.allowed_host, runtime=args.runtime)

@@ -176,6 +176,11 @@ class PaDiM(BackboneDetector):
     def mahalanobis(self, x: np.ndarray) -> np.ndarray:
         """Mahalanobis distances of position-major features.
 
+        Computed as ``|(x - mean) L|`` with ``precision = L L^T`` (:meth:`whitener`), a
+        sum of squares, rather than ``(x - mean)^T precision (x - mean)``, whose float32
+        rounding is amplified by the precision's conditioning (few goods, a small ridge)
+        and can even come out negative near the mean.
+
         Args:
             x: ``(P, B, d)`` features.
 
@@ -183,9 +188,16 @@ class PaDiM(BackboneDetector):
             ``(B, P)`` float32 distances.
         """
         diff = (x - self.mean_[:, None, :]).astype(np.float32)  # (P, B, d)
-        left = np.matmul(diff, self.precision_)  # (P, B, d)
-        sq = np.einsum("pbd,pbd->bp", left, diff)
-        return np.sqrt(np.maximum(sq, 0.0))
+        z = np.matmul(diff, self.whitener())  # (P, B, d)
+        return np.sqrt(np.einsum("pbd,pbd->bp", z, z))
+
+    def whitener(self) -> np.ndarray:
+        """``(P, d, d)`` float32 lower Cholesky factors ``L`` of the precisions (computed once)."""
+        cached = getattr(self, "_whitener", None)
+        if cached is None or cached[0] is not self.precision_:
+            factor = np.linalg.cholesky(self.precision_.astype(np.float64)).astype(np.float32)
+            self._whitener = cached = (self.precision_, factor)
+        return cached[1]
 
     def _score(self, images: Sequence[ImageLike]) -> AnomalyResult:
         scores, maps = [], []

@@ -230,10 +230,34 @@ def layer_operator(
     """One layer's local average and resampling as a sparse ``(cells, h * w)`` matrix.
 
     Both steps are separable (a box average with a constant divisor; bilinear or nearest
-    sampling on a rectangular grid), so the matrix is the
-    Kronecker product of a row and a column operator, each measured by pushing unit
-    impulses along one axis through :func:`aggregate_reference`. Exact zeros stay out of
-    it: about ``(patch_size + 1)^2`` entries per cell.
+    sampling on a rectangular grid), so the matrix is the Kronecker product of a row and a
+    column operator (:func:`layer_axis_operators`). Exact zeros stay out of it: about
+    ``(patch_size + 1)^2`` entries per cell.
+    """
+    rows, cols = layer_axis_operators(shape, stride, offset, patch_size, out_stride, grid, origin, sampling)
+    return scipy.sparse.kron(scipy.sparse.csr_matrix(rows), scipy.sparse.csr_matrix(cols),
+                             format="csr").astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def layer_axis_operators(
+    shape: tuple[int, int],
+    stride: int,
+    offset: tuple[float, float],
+    patch_size: int,
+    out_stride: int,
+    grid: tuple[int, int],
+    origin: tuple[float, float] = (0.0, 0.0),
+    sampling: str = "linear",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column operators of :func:`layer_operator` (same arguments).
+
+    Each is measured by pushing unit impulses along one axis through
+    :func:`aggregate_reference`; a layer ``X`` ``(h, w)`` aggregates to ``rows @ X @ cols.T``
+    (the exported graphs, :mod:`anomaly.export.graphs`, apply them so).
+
+    Returns:
+        ``(grid_h, h)`` and ``(grid_w, w)`` float32 arrays (read-only: cached).
     """
     h, w = shape
 
@@ -247,11 +271,11 @@ def layer_operator(
         # The local average counts the zero padding (divisor p * p everywhere), so a
         # one-pixel-wide impulse image also averages the other axis's two padded zeros:
         # its response is 1 / p of the axis operator.
-        return response.reshape(n, -1).numpy().T * patch_size  # (cells along the axis, n)
+        out = response.reshape(n, -1).numpy().T * patch_size  # (cells along the axis, n)
+        out.flags.writeable = False
+        return out
 
-    rows = scipy.sparse.csr_matrix(axis_operator(h, True))
-    cols = scipy.sparse.csr_matrix(axis_operator(w, False))
-    return scipy.sparse.kron(rows, cols, format="csr").astype(np.float32)
+    return axis_operator(h, True), axis_operator(w, False)
 
 
 def aggregate_reference(
