@@ -167,11 +167,12 @@ def summarize(rows: list[dict], env: dict | None) -> str:
     lines = ["**Parity**: every listed test image judged by the bundle (torch) and by its ONNX export "
              "(onnxruntime) through the same verdict path; tolerances: score 1e-4 relative, map 1e-3 of its range, "
              "no verdict mismatch.", "",
-             "| set | model | test images | max score diff (relative) | max map diff (of range) | verdict mismatches "
-             "| region-count mismatches |", "|---|---|---|---|---|---|---|"]
+             "| set | model | test images | refused by both | max score diff (relative) | max map diff (of range) "
+             "| verdict mismatches | region-count mismatches |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["parity"]
-        lines.append(f"| {r['set']} | {r['model']} | {p['n_images']} | {p['max_score_rel_diff']:.1e} | "
+        lines.append(f"| {r['set']} | {r['model']} | {p['n_images']} | {p.get('refused', 0)} | "
+                     f"{p['max_score_rel_diff']:.1e} | "
                      f"{p['max_map_diff']:.1e} | {p['verdict_mismatches']} | {p['region_count_mismatches']} |")
     lines += ["", "**Latency**, end to end per image from the file's bytes (decode, geometry, model, map, verdict, "
               "regions), the models called in turn on the same images in one process:", "",

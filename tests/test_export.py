@@ -262,3 +262,35 @@ print(json.dumps({{"score": [scored.status_code, scored.get_json()], "models": l
     assert body["score"] == pytest.approx(expected.score, rel=SCORE_RTOL)
     assert [m["name"] for m in out["models"]["models"]] == ["core"]
     assert out["train"][0] == 409 and out["train"][1]["code"] == "deploy_error"
+
+
+def test_classical_bundles_score_without_torch(tmp_path):
+    """The classical models (numpy and OpenCV) run in the runtime-only install from their bundles."""
+    store = ModelStore(tmp_path / "store")
+    goods = _goods(8)
+    train_into(store, "plate", "difference", goods, TrainingOptions(n_folds=3, detection=False))
+    part = tmp_path / "bad.png"
+    write_png(part, _defective())
+    script = f"""
+import sys
+BLOCKED = ("torch", "timm", "torchvision", "faiss", "scipy", "sklearn", "matplotlib", "onnx")
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked in this test: " + name)
+sys.meta_path.insert(0, Block())
+from anomaly.cli.main import main
+sys.exit(main(["score", {str(part)!r}, "--name", "plate", "--store", {str(tmp_path / "store")!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["verdict"] == "NG"
+
+
+def test_parity_counts_inputs_both_models_refuse(trained, tmp_path):
+    store, goods = trained
+    bundle = store.load("core", 1)
+    export_version(bundle, tmp_path / "ex", name="core", version=1, goods=goods[:2])
+    wrong = np.zeros((40, 300, 3), np.uint8)  # another aspect ratio than the goods': refused by both
+    parity = compare(bundle, load_deployed(tmp_path / "ex"), [goods[0], wrong, _defective()])
+    assert parity.n_images == 3 and parity.refused == 1 and parity.verdict_mismatches == 0 and parity.ok

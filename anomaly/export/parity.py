@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anomaly.errors import AnomalyError
 from anomaly.inspect import inspect
 
 #: Image scores must agree to this relative difference,
@@ -34,7 +35,9 @@ class Parity:
         max_map_diff: Largest ``max |m_export - m_bundle|`` over the images, divided by the range of
             the bundle's map values over all of them.
         max_map_diff_own_range: The same divided by each image's own map range (reported only).
-        verdict_mismatches: Images whose verdicts differ.
+        verdict_mismatches: Images whose verdicts differ (or that one model refuses and the other judges).
+        refused: Images both models refuse with the same error (an input the model does not
+            accept, e.g. a colour image for a model of gray goods).
         region_count_mismatches: Images whose number of regions differs (reported, not a
             condition: a region at the pixel threshold may split at float rounding).
         mismatched: Indices of the images with another verdict.
@@ -45,6 +48,7 @@ class Parity:
     max_map_diff: float = 0.0
     max_map_diff_own_range: float = 0.0
     verdict_mismatches: int = 0
+    refused: int = 0
     region_count_mismatches: int = 0
     mismatched: list[int] = field(default_factory=list)
 
@@ -63,6 +67,18 @@ class Parity:
                 f"(tolerance {MAP_TOL:g}), {self.verdict_mismatches} verdict mismatches")
 
 
+def _one(reference, candidate, image: np.ndarray) -> tuple[Any, Any]:
+    """Both judgements of one image, each an :class:`~anomaly.inspect.Inspection` or, where that
+    model refuses the image, the error's code."""
+    out = []
+    for model in (reference, candidate):
+        try:
+            out.append(inspect(model, [image])[0])
+        except AnomalyError as exc:
+            out.append(exc.code)
+    return out[0], out[1]
+
+
 def compare(reference, candidate, images: Sequence[np.ndarray], *, batch: int = 8) -> Parity:
     """Judge ``images`` with both models and compare.
 
@@ -76,8 +92,19 @@ def compare(reference, candidate, images: Sequence[np.ndarray], *, batch: int = 
     worst, low, high = 0.0, np.inf, -np.inf
     for start in range(0, len(images), batch):
         chunk = list(images[start : start + batch])
-        for i, (a, b) in enumerate(zip(inspect(reference, chunk), inspect(candidate, chunk))):
+        try:
+            pairs = list(zip(inspect(reference, chunk), inspect(candidate, chunk)))
+        except AnomalyError:
+            pairs = [_one(reference, candidate, image) for image in chunk]
+        for i, (a, b) in enumerate(pairs):
             out.n_images += 1
+            if isinstance(a, str) or isinstance(b, str):
+                refused_alike = a == b  # the same refusal from both
+                out.refused += int(refused_alike)
+                if not refused_alike:
+                    out.verdict_mismatches += 1
+                    out.mismatched.append(start + i)
+                continue
             out.max_score_rel_diff = max(out.max_score_rel_diff, abs(b.score - a.score) / max(abs(a.score), 1e-12))
             gap = float(np.abs(b.map - a.map).max())
             worst, low, high = max(worst, gap), min(low, float(a.map.min())), max(high, float(a.map.max()))
