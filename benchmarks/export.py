@@ -17,7 +17,7 @@ defaults:
    the same threads (torch's and onnxruntime's default: every core).
 
 ``--env-size`` builds the runtime-only environment from ``requirements/runtime.lock`` in a
-fresh virtual environment (the package itself without dependencies), measures it beside
+fresh virtual environment (the package itself as a wheel, without dependencies), measures it beside
 the full one (``.venv``), and scores one exported model there with ``anomaly score
 --runtime onnx``, torch absent.
 
@@ -136,7 +136,10 @@ def env_size(args) -> dict[str, Any]:
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-qq"]
         subprocess.run(pip + ["pip==26.3"], check=True)
         subprocess.run(pip + ["--require-hashes", "-r", str(REPO / "requirements" / "runtime.lock")], check=True)
-        subprocess.run(pip + ["--no-deps", "--no-build-isolation", str(REPO)], check=True)
+        # The package as a line PC gets it: a wheel built here (the runtime lock has no build tools).
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-qq", "--no-deps", "--no-build-isolation", "-w",
+                        str(work / "wheel"), str(REPO)], check=True)
+        subprocess.run(pip + ["--no-deps", str(next((work / "wheel").glob("*.whl")))], check=True)
         category = MVTecCategory(next(r for r in find_categories(args.datasets) if r.name == args.env_set))
         goods = training_subset(category, 30)
         store = ModelStore(work / "store")
@@ -165,8 +168,9 @@ def env_size(args) -> dict[str, Any]:
 
 def summarize(rows: list[dict], env: dict | None) -> str:
     lines = ["**Parity**: every listed test image judged by the bundle (torch) and by its ONNX export "
-             "(onnxruntime) through the same verdict path; tolerances: score 1e-4 relative, map 1e-3 of its range, "
-             "no verdict mismatch.", "",
+             "(onnxruntime) through the same verdict path; tolerances: score 1e-4 relative, map 1e-3 of the range of "
+             "the bundle maps' values over the images compared, no verdict mismatch; an image one model refuses must "
+             "be refused by the other.", "",
              "| set | model | test images | refused by both | max score diff (relative) | max map diff (of range) "
              "| verdict mismatches | region-count mismatches |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -201,7 +205,8 @@ def summarize(rows: list[dict], env: dict | None) -> str:
                   f"{sum(r['int8_gate']['kept'] for r in rows)} of {len(rows)} models."]
     if env:
         lines += ["", f"**Install size**: the runtime-only environment (`requirements/runtime.lock` and the package, "
-                  f"no torch) {env['runtime_env_mb']:.0f} MB, against {env['full_env_mb']:.0f} MB for "
+                  f"no torch; the virtual environment's own pip and setuptools included) "
+                  f"{env['runtime_env_mb']:.0f} MB, against {env['full_env_mb']:.0f} MB for "
                   f"{env['full_env']}. An export of a PatchCore on {env['set']} scored there with `anomaly score "
                   f"--runtime onnx`: {'yes' if env['scored_in_runtime_env'] else 'NO'} (torch importable there: "
                   f"{'yes' if env['torch_importable_in_runtime_env'] else 'no'}). Packages: "
