@@ -455,7 +455,8 @@ def _discriminator(results: Path) -> list[_Section]:
 def _export(results: Path) -> list[_Section]:
     return _summary_section(
         results / "export", "ONNX exports beside their bundles",
-        "PatchCore and PaDiM with their defaults, trained through the product's training flow on a "
+        "PatchCore, PaDiM and the feature discriminator with their defaults, trained through the product's "
+        "training flow on a "
         "seeded subset of each set's goods, exported to ONNX (`anomaly export`: the graph checked for parity on 16 "
         "goods and synthetic defects, and the INT8 gate), then every test image judged by the bundle on torch and "
         "by the export on onnxruntime through the same verdict path; end-to-end latency per image from the file's "

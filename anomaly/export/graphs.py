@@ -241,8 +241,94 @@ class PaDiMGraph(nn.Module):
         return model_map.flatten(1).max(dim=1).values, model_map
 
 
-#: Detector name -> its graph. The GANs and the discriminator are not exported yet (see docs/deployment.md).
-GRAPHS = {"patchcore": PatchCoreGraph, "padim": PaDiMGraph}
+class DiscriminatorGraph(nn.Module):
+    """The feature discriminator's scoring
+    (:meth:`anomaly.detectors.discriminator.FeatureDiscriminator._score`) as one graph.
+
+    Patch features standardised with the goods' statistics, with the residual to the nearest
+    bank patch beside them (searched as :func:`_nearest`) unless the model feeds the feature
+    alone, then the adaptor and discriminator (batch norm in its inference form); the logit
+    map smoothed, the image score its maximum.
+    """
+
+    def __init__(self, detector) -> None:
+        super().__init__()
+        self.backbone = _Backbone(detector)
+        self.grid = _Grid(detector, detector.feature_stride, [None] * len(detector.extractor.layers))
+        self.map_head = _MapHead(detector, detector.feature_grid, detector.feature_stride, detector.feature_origin)
+        self.register_buffer("mean", _const(detector.feature_mean_))
+        self.register_buffer("std", _const(detector.feature_std_))
+        self.residual = bool(detector.residual)
+        if self.residual:
+            self.register_buffer("bank", _const(detector.bank_))
+            self.register_buffer("bank_sq", (self.bank * self.bank).sum(dim=1))
+        self.head = detector._head.eval()
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (self.grid(self.backbone(pixels)) - self.mean) / self.std  # (N, P, D)
+        if self.residual:
+            _, index = _nearest(x, self.bank, self.bank_sq)
+            x = torch.cat([x, x - self.bank[index]], dim=2)
+        n, cells, width = x.shape
+        logits = self.head(x.reshape(-1, width)).reshape(-1, cells)
+        model_map = self.map_head(logits)
+        return model_map.flatten(1).max(dim=1).values, model_map
+
+
+def _blur_operator(length: int, sigma: float) -> np.ndarray:
+    """``(length, length)``: :func:`anomaly.detectors.ganomaly.smooth_map` along one axis (OpenCV's
+    Gaussian with a reflected border), measured on unit impulses; the 2-D blur of ``E`` is
+    ``K_rows @ E @ K_cols.T``."""
+    from anomaly.detectors.ganomaly import smooth_map
+
+    impulses = np.eye(length, dtype=np.float32)
+    return np.stack([smooth_map(impulses[:, i : i + 1], sigma)[:, 0] for i in range(length)], axis=1)
+
+
+class GanGraph(nn.Module):
+    """GANomaly's and Skip-GANomaly's scoring (:meth:`anomaly.detectors.ganomaly._GanDetector._score`).
+
+    The networks' own forward terms (the per-pixel L1 reconstruction error and the latent
+    distance), the error map smoothed (OpenCV's Gaussian as two matrices), and the image
+    score as the model combines them: the latent term, the smoothed map's maximum, or their
+    weighted z-scores with the statistics stored in the bundle.
+    """
+
+    def __init__(self, detector) -> None:
+        super().__init__()
+        self.detector = detector
+        self.generator = detector.generator_.eval()
+        self.discriminator = detector.discriminator_.eval()
+        h, w = detector.geometry.size
+        sigma = float(detector.smoothing_sigma)
+        self.register_buffer("rows", _const(_blur_operator(h, sigma) if sigma > 0 else np.eye(h)))
+        self.register_buffer("cols_t", _const((_blur_operator(w, sigma) if sigma > 0 else np.eye(w)).T))
+        self.mode = detector.image_score
+        stats = detector.score_stats_
+        self.weights = {}
+        if self.mode not in ("latent", "reconstruction"):
+            lam = float(detector.reconstruction_weight)
+            for term, weight in (("reconstruction", lam), ("latent", 1.0 - lam)):
+                std = float(stats[f"{term}_std"])
+                self.weights[term] = (weight, float(stats[f"{term}_mean"]), std if std > 0 else 1.0)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ((pixels - 0.5) / 0.5).permute(0, 3, 1, 2)  # the GANs' normalisation (ganomaly._MEAN, _STD)
+        error, latent = self.detector._forward_terms(x)  # the networks are this module's children
+        model_map = torch.matmul(torch.matmul(self.rows, error), self.cols_t)
+        reconstruction = model_map.flatten(1).max(dim=1).values
+        if self.mode == "latent":
+            return latent, model_map
+        if self.mode == "reconstruction":
+            return reconstruction, model_map
+        terms = {"reconstruction": reconstruction, "latent": latent}
+        score = sum(weight * (terms[t] - mean) / std for t, (weight, mean, std) in self.weights.items())
+        return score, model_map
+
+
+#: Detector name -> its graph.
+GRAPHS = {"patchcore": PatchCoreGraph, "padim": PaDiMGraph, "discriminator": DiscriminatorGraph,
+          "ganomaly": GanGraph, "skip-ganomaly": GanGraph}
 
 
 def scoring_graph(detector) -> nn.Module:

@@ -68,6 +68,17 @@ def write_graph(detector, path: Path, example: np.ndarray) -> None:
                               dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch})
 
 
+def model_inputs(detector, image: np.ndarray) -> list[np.ndarray]:
+    """The graph's inputs of one image, ``(h, w, 3)`` float32 pixels each: its tiles, or the image
+    after the geometry's ROI and resize (as :class:`~anomaly.runtime.deployed.OnnxScorer` makes them)."""
+    from anomaly.runtime.deployed import pixels_of
+
+    tiling = getattr(detector, "tiling", None)
+    if tiling is None:
+        return [pixels_of(detector.geometry.forward(image)[0])]
+    return [pixels_of(tile) for tile in tiling.cut(image)[0]]
+
+
 def parity_images(goods: Sequence[Any], *, random_state: int = 0) -> list[np.ndarray]:
     """The check set: each good as it is, then each with one synthetic defect (kinds in turn).
 
@@ -124,11 +135,7 @@ def export_version(bundle: Bundle, out: str | Path, *, name: str, version: int |
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
-        from anomaly.runtime.deployed import pixels_of
-
-        example = pixels_of(detector.geometry.forward(check[0])[0])[None] if detector.tiling is None else \
-            pixels_of(detector.tiling.cut(check[0])[0][0])[None]
-        write_graph(detector, staging / GRAPH, example)
+        write_graph(detector, staging / GRAPH, model_inputs(detector, check[0])[0][None])
         deploy = deploy_document(bundle, name=name, version=version, graph=staging / GRAPH)
         write_deploy(staging, deploy)
         parity = compare(bundle, load_deployed(staging), check)
@@ -158,7 +165,7 @@ def deploy_document(bundle: Bundle, *, name: str, version: int | None, graph: Pa
     """deploy.json's content for a graph of ``bundle`` (its hash is added when written)."""
     detector, manifest = bundle.detector, bundle.manifest
     params = detector.get_params()
-    tiling = detector.tiling
+    tiling = getattr(detector, "tiling", None)
     geometry: dict[str, Any] = {"image_size": list(detector.geometry.size), "resize": params.get("resize"),
                                 "roi": params.get("roi"), "tiling": None}
     if tiling is not None:

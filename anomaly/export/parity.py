@@ -15,7 +15,9 @@ import numpy as np
 from anomaly.errors import AnomalyError
 from anomaly.inspect import inspect
 
-#: Image scores must agree to this relative difference,
+#: Image scores must agree to this relative difference (relative to the larger of the score and
+#: the calibration's good-score standard deviation: a logit near 0, as the discriminator's,
+#: has no meaningful relative difference of its own),
 SCORE_RTOL = 1e-4
 #: maps to this share of the range of the bundle's map values over the images compared
 #: (one good part's map can be flat: PaDiM puts each of its own training goods at almost the
@@ -31,7 +33,7 @@ class Parity:
 
     Attributes:
         n_images: Images compared.
-        max_score_rel_diff: Largest ``|s_export - s_bundle| / max(|s_bundle|, 1e-12)``.
+        max_score_rel_diff: Largest ``|s_export - s_bundle| / max(|s_bundle|, good-score std)``.
         max_map_diff: Largest ``max |m_export - m_bundle|`` over the images, divided by the range of
             the bundle's map values over all of them.
         max_map_diff_own_range: The same divided by each image's own map range (reported only).
@@ -90,6 +92,8 @@ def compare(reference, candidate, images: Sequence[np.ndarray], *, batch: int = 
     """
     out = Parity()
     worst, low, high = 0.0, np.inf, -np.inf
+    goods = reference.calibration.good_scores
+    scale = max(float(np.std(goods)) if len(goods) > 1 else 0.0, 1e-12)
     for start in range(0, len(images), batch):
         chunk = list(images[start : start + batch])
         try:
@@ -105,7 +109,7 @@ def compare(reference, candidate, images: Sequence[np.ndarray], *, batch: int = 
                     out.verdict_mismatches += 1
                     out.mismatched.append(start + i)
                 continue
-            out.max_score_rel_diff = max(out.max_score_rel_diff, abs(b.score - a.score) / max(abs(a.score), 1e-12))
+            out.max_score_rel_diff = max(out.max_score_rel_diff, abs(b.score - a.score) / max(abs(a.score), scale))
             gap = float(np.abs(b.map - a.map).max())
             worst, low, high = max(worst, gap), min(low, float(a.map.min())), max(high, float(a.map.max()))
             out.max_map_diff_own_range = max(out.max_map_diff_own_range,
