@@ -52,6 +52,28 @@ def _rates(model, goods: Sequence[np.ndarray], defects: Sequence[np.ndarray]) ->
     return frr, detection, [j.score for j in judged_goods + judged_defects]
 
 
+def quantize_graph(source: Path, target: Path, inputs: Sequence[np.ndarray]) -> None:
+    """Write ``source``'s graph with its convolutions quantised statically to ``target``.
+
+    Args:
+        source: The float32 ONNX graph.
+        target: Where to write the INT8 one.
+        inputs: Calibration batches, ``(1, h, w, 3)`` float32 pixels each.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter(inputs)
+
+        def get_next(self):
+            batch = next(self._items, None)
+            return None if batch is None else {"pixels": batch}
+
+    quantize_static(str(source), str(target), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"])
+
+
 def quantize_export(bundle, folder: Path, deploy: dict[str, Any], goods: Sequence[Any],
                     check: Sequence[np.ndarray]) -> dict[str, Any]:
     """Quantise the float export in ``folder`` and keep it in ``folder/int8`` if it passes the gate.
@@ -66,8 +88,6 @@ def quantize_export(bundle, folder: Path, deploy: dict[str, Any], goods: Sequenc
     Returns:
         The gate's figures: ``kept``, the rates of both graphs, tolerances, score changes.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     n_goods = len(goods)
     if n_goods < 4:
         raise ExportError(f"the INT8 gate needs at least 4 goods (half calibrate, half are held out), got {n_goods}")
@@ -80,20 +100,10 @@ def quantize_export(bundle, folder: Path, deploy: dict[str, Any], goods: Sequenc
 
     inputs = [pixels[None] for image in calibrate for pixels in model_inputs(bundle.detector, image)]
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._items = iter(inputs)
-
-        def get_next(self):
-            batch = next(self._items, None)
-            return None if batch is None else {"pixels": batch}
-
     target = folder / INT8_FOLDER
     target.mkdir()
     try:
-        quantize_static(str(folder / GRAPH), str(target / GRAPH), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv"])
+        quantize_graph(folder / GRAPH, target / GRAPH, inputs)
         int8_deploy = {**deploy, "graph": {**deploy["graph"], "sha256": file_sha256(target / GRAPH),
                                            "precision": "int8 (backbone convolutions; distances and map float32)"}}
         int8_deploy.pop("parity", None)
