@@ -12,6 +12,8 @@ operations (``/healthz``, ``/readyz``, ``/metrics``); extensions are attached wi
 ``anomaly_jobs``       :class:`service.jobs.TrainingJobs`
 ``anomaly_scoring_slots``  a semaphore: parts judged at once in this worker
 ``anomaly_metrics``    :class:`service.metrics.Metrics`
+``anomaly_verdict_topic``  :class:`service.outbox.VerdictTopic` (None without ``MQTT_HOST``)
+``anomaly_outbox``     :class:`service.outbox.Publisher` (this worker's; only with ``MQTT_HOST``)
 ``csrf``               Flask-WTF's ``CSRFProtect``
 =====================  =========================================================
 
@@ -45,6 +47,7 @@ from service.errors import register_error_handlers
 from service.guards import install_guards
 from service.jobs import TrainingJobs
 from service.metrics import Metrics
+from service.outbox import Publisher, VerdictTopic
 from service.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
                                                   max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]),
                                                   onboard_budget_seconds=float(app.config["ONBOARD_BUDGET_SECONDS"]))
     app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
+    topic = VerdictTopic.from_config(app.config)
+    app.extensions["anomaly_verdict_topic"] = topic
+    if topic is not None and app.config["MQTT_PUBLISHER"]:
+        # One per worker (each builds its own app); they share the outbox through their claims.
+        app.extensions["anomaly_outbox"] = Publisher(db, str(app.config["MQTT_HOST"]),
+                                                     int(app.config["MQTT_PORT"])).start()
     Metrics().init_app(app)
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API checks the token itself, only for cookie-borne requests

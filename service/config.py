@@ -71,6 +71,14 @@ DEFAULTS: dict[str, Any] = {
     # then gets 503 "busy" with Retry-After (a retry is likely to reach an idle worker).
     "SCORING_SLOTS": 1,
     "SCORING_WAIT_SECONDS": 5.0,
+    # verdicts to the line over MQTT (service.outbox): every record gets an outbox message in its own
+    # transaction when MQTT_HOST is set; a publisher thread per worker sends them at QoS 1
+    "MQTT_HOST": None,  # None: no messages
+    "MQTT_PORT": 1883,
+    "MQTT_TOPIC": "anomaly/{line}/{station}/verdict",  # {line}, {station} and {model} are filled in
+    "LINE": "line-1",
+    "STATION": "station-1",
+    "MQTT_PUBLISHER": True,  # run the publisher thread in this process (off: another process drains the outbox)
     "DEFAULT_DETECTOR": "patchcore",
     "ONBOARD_BUDGET_SECONDS": 600.0,  # search time of an onboarding job ("detector": "auto")
 }

@@ -177,6 +177,29 @@ class IdempotentRequest(Base):
     __table_args__ = (sa.UniqueConstraint("client", "key", name="uq_idempotent_requests_client_key"),)
 
 
+class OutboxMessage(Base):
+    """A verdict message for the line, written in the same transaction as its inspection record.
+
+    :mod:`service.outbox` publishes the unsent ones to MQTT and marks them sent; a broker
+    outage delays them and loses none. Delivery is at least once: a message published but
+    not yet marked when a worker dies goes again, with the same ``inspection_id``.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[str] = mapped_column(String(36), index=True)
+    topic: Mapped[str] = mapped_column(String(256))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON sent, as sent
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)  # a publisher holds it until then
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (sa.Index("ix_outbox_unsent", "sent_at", "id"),)
+
+
 class SchemaVersion(Base):
     """Applied migrations."""
 
@@ -213,10 +236,15 @@ def _longer_job_stage(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE training_jobs ALTER COLUMN stage TYPE VARCHAR(128)"))
 
 
+def _outbox(conn: Connection) -> None:
+    OutboxMessage.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "idempotent_requests: answers of requests sent with an Idempotency-Key", _idempotent_requests),
     Migration(3, "training_jobs.stage up to 128 characters (the step and its count)", _longer_job_stage),
+    Migration(4, "outbox: verdict messages for MQTT, written with their inspection records", _outbox),
 )
 HEAD = MIGRATIONS[-1].version
 

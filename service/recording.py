@@ -22,9 +22,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from anomaly.jsonable import jsonable
 from service.answering import recorded_answer
 from service.archive import Archive
-from service.db import Database, IdempotentRequest, InspectionRecord, new_id, utcnow
+from service.db import Database, IdempotentRequest, InspectionRecord, OutboxMessage, new_id, utcnow
 from service.errors import BadRequestError, IdempotencyKeyReusedError, StorageError
 from service.judging import Judged, Judgement, Part, map_scale
+from service.outbox import VerdictTopic, outbox_rows
 from service.registry import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ class AnsweredMeanwhile(Exception):
 
 
 def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[Part], judged: Judged, *,
-           source: str, client: str, idempotency: Idempotency | None) -> list[InspectionRecord]:
+           source: str, client: str, idempotency: Idempotency | None,
+           outbox: VerdictTopic | None = None) -> list[InspectionRecord]:
     """Archive and record every judgement, and the request's answer if it came with a key, in one transaction.
 
     Args:
@@ -103,6 +105,8 @@ def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[P
         source: ``api``, ``batch`` or ``page``; a ``batch`` gets one batch id for all its parts.
         client: The name of the principal who sent the parts.
         idempotency: The request's key, whose answer is stored with the records; None without one.
+        outbox: Where verdicts go to the line; each record's message is stored in the same
+            transaction (:mod:`service.outbox`). None: no messages.
 
     Returns:
         The committed records, one per part, in order.
@@ -126,6 +130,8 @@ def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[P
         rows = [{c.key: getattr(r, c.key) for c in InspectionRecord.__table__.columns} for r in records]
         with db.session() as session:  # a Core insert: the ORM's unit of work costs more than the row
             session.execute(sa.insert(InspectionRecord), rows)
+            if outbox is not None:  # in the same transaction: a recorded verdict always has its message
+                session.execute(sa.insert(OutboxMessage), outbox_rows(outbox, records))
             if idempotency is not None:  # in the same transaction: a retry finds both or neither
                 session.execute(sa.insert(IdempotentRequest).values(
                     client=client, key=idempotency.key, request_sha256=idempotency.request_sha256,

@@ -100,7 +100,8 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
 
     stored_at = time.perf_counter()
     try:
-        records = record(db, archive, model, parts, judged, source=source, client=client, idempotency=idempotency)
+        records = record(db, archive, model, parts, judged, source=source, client=client, idempotency=idempotency,
+                         outbox=app.extensions.get("anomaly_verdict_topic"))
     except AnsweredMeanwhile as race:
         return race.answer
     store_seconds = time.perf_counter() - stored_at
