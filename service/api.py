@@ -232,6 +232,33 @@ def rollback(name: str) -> Response:
     return jsonify({"name": name, "production": version, "previous": previous})
 
 
+@bp.get("/models/<name>/drift")
+@require("score")
+def drift(name: str) -> Response:
+    """Whether the good parts of a version (default: production) drift from its calibration (service.drift)."""
+    from service.drift import status
+
+    name = _checked_name(name)
+    version = parse_int(request.args.get("version"), field="version", minimum=1)
+    model = _registry().get(name, version)
+    return jsonify(status(_db(), name, model.version, model.drift_reference))
+
+
+@bp.post("/models/<name>/drift/reset")
+@require("admin")
+def drift_reset(name: str) -> Response:
+    """Clear a version's drift alarm (default: production) once its cause is fixed."""
+    from service.drift import reset
+
+    name = _checked_name(name)
+    version = parse_int(_json_or_form().get("version"), field="version", minimum=1)
+    model = _registry().get(name, version)
+    done = reset(_db(), name, model.version)
+    current_app.logger.info("model %s version %s: drift alarm reset by %s", name, model.version,
+                            current_principal().name)
+    return jsonify({"name": name, "version": model.version, "reset": done})
+
+
 _THRESHOLD_FIELDS = ("t_ng", "t_review", "target_frr", "review_rate", "pixel_threshold", "pixel_rate")
 
 

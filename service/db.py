@@ -200,6 +200,30 @@ class OutboxMessage(Base):
     __table_args__ = (sa.Index("ix_outbox_unsent", "sent_at", "id"),)
 
 
+class DriftState(Base):
+    """Where a model version's drift tests stand (:mod:`anomaly.drift`), updated with every record.
+
+    The CUSUMs are advanced by an atomic ``UPDATE`` in each record's transaction, so workers
+    recording parts of one model at once never lose a step; ``alarm`` is set once, by the
+    record that crossed the threshold, and stays until reset.
+    """
+
+    __tablename__ = "drift_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    cusum_review: Mapped[float] = mapped_column(Float, default=0.0)
+    cusum_median: Mapped[float] = mapped_column(Float, default=0.0)
+    alarm: Mapped[bool] = mapped_column(Boolean, default=False)
+    alarm_at: Mapped[datetime | None] = mapped_column(DateTime)
+    alarm_inspection_id: Mapped[str | None] = mapped_column(String(36))
+    reset_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (sa.UniqueConstraint("model_name", "model_version", name="uq_drift_state_model_version"),)
+
+
 class SchemaVersion(Base):
     """Applied migrations."""
 
@@ -240,11 +264,16 @@ def _outbox(conn: Connection) -> None:
     OutboxMessage.__table__.create(conn, checkfirst=True)
 
 
+def _drift_state(conn: Connection) -> None:
+    DriftState.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "idempotent_requests: answers of requests sent with an Idempotency-Key", _idempotent_requests),
     Migration(3, "training_jobs.stage up to 128 characters (the step and its count)", _longer_job_stage),
     Migration(4, "outbox: verdict messages for MQTT, written with their inspection records", _outbox),
+    Migration(5, "drift_state: each model version's drift tests, advanced with every record", _drift_state),
 )
 HEAD = MIGRATIONS[-1].version
 

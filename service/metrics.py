@@ -54,10 +54,43 @@ class Metrics:
     def count_verdict(self, model: str, verdict: str) -> None:
         self.inspections.labels(model, verdict).inc()
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text (all workers' values in multiprocess mode)."""
+    def render(self, db=None) -> tuple[bytes, str]:
+        """The exposition text (all workers' values in multiprocess mode), with the drift gauges
+        read from the database (``db``), which every worker shares."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        else:
+            registry = self.registry
+        text = generate_latest(registry)
+        if db is not None:
+            drift = CollectorRegistry()
+            drift.register(_DriftCollector(db))
+            text += generate_latest(drift)
+        return text, CONTENT_TYPE_LATEST
+
+
+class _DriftCollector:
+    """``anomaly_drift_alarm`` and ``anomaly_drift_cusum`` per model version, from ``drift_state``."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+
+    def collect(self):
+        import sqlalchemy as sa
+        from prometheus_client.core import GaugeMetricFamily
+
+        from service.db import DriftState
+
+        alarm = GaugeMetricFamily("anomaly_drift_alarm", "1 while a model version's drift alarm stands",
+                                  labels=["model", "version"])
+        cusum = GaugeMetricFamily("anomaly_drift_cusum", "Drift CUSUM of a model version, by test "
+                                  "(alarm at anomaly.drift.H)", labels=["model", "version", "test"])
+        with self.db.session() as session:
+            for row in session.scalars(sa.select(DriftState)):
+                labels = [row.model_name, str(row.model_version)]
+                alarm.add_metric(labels, 1.0 if row.alarm else 0.0)
+                cusum.add_metric(labels + ["review"], row.cusum_review)
+                cusum.add_metric(labels + ["median"], row.cusum_median)
+        yield alarm
+        yield cusum

@@ -204,6 +204,19 @@ def _paths() -> dict[str, Any]:
                 "type": "object", "required": ["version"],
                 "properties": {"version": {"type": "integer", "minimum": 1}}}}}},
             "responses": {"200": _json(_ref("ProductionMark"), "Promoted"), **_errors(400, 401, 403, 404, 409, 415)}}},
+        "/models/{name}/drift": {"get": {
+            "summary": "Whether the good parts drift from the calibration (two CUSUM tests, anomaly.drift)",
+            "operationId": "getDrift",
+            "parameters": [_NAME, {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1},
+                                   "description": "default: the production version"}],
+            "responses": {"200": _json({"type": "object"}, "The tests' state, the last parts' figures and the "
+                                                            "calibration's"), **_errors(401, 403, 404, 409)}}},
+        "/models/{name}/drift/reset": {"post": {
+            "summary": "Clear a version's drift alarm once its cause is fixed", "operationId": "resetDrift",
+            "parameters": [_NAME],
+            "requestBody": {"required": False, "content": {JSON: {"schema": {"type": "object", "properties": {
+                "version": {"type": "integer", "minimum": 1, "description": "default: production"}}}}}},
+            "responses": {"200": _json({"type": "object"}, "Reset"), **_errors(401, 403, 404, 409)}}},
         "/models/{name}/rollback": {"post": {
             "summary": "Return production to the previous version", "operationId": "rollback", "parameters": [_NAME],
             "responses": {"200": _json(_ref("ProductionMark"), "Rolled back"), **_errors(401, 403, 404, 409)}}},

@@ -64,5 +64,5 @@ def metrics() -> Response:
     """Prometheus metrics of all workers (a ``score`` key where keys are required)."""
     if current_app.config["REQUIRE_API_KEYS"]:
         check_role("score")
-    payload, content_type = current_app.extensions["anomaly_metrics"].render()
+    payload, content_type = current_app.extensions["anomaly_metrics"].render(current_app.extensions["anomaly_db"])
     return Response(payload, content_type=content_type)

@@ -25,6 +25,7 @@ from service.archive import Archive
 from service.db import Database, IdempotentRequest, InspectionRecord, OutboxMessage, new_id, utcnow
 from service.errors import BadRequestError, IdempotencyKeyReusedError, StorageError
 from service.judging import Judged, Judgement, Part, map_scale
+from service.drift import advance
 from service.outbox import VerdictTopic, outbox_rows
 from service.registry import LoadedModel
 
@@ -132,6 +133,7 @@ def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[P
             session.execute(sa.insert(InspectionRecord), rows)
             if outbox is not None:  # in the same transaction: a recorded verdict always has its message
                 session.execute(sa.insert(OutboxMessage), outbox_rows(outbox, records))
+            advance(session, model.drift_reference, records, outbox)  # the drift tests, with the records
             if idempotency is not None:  # in the same transaction: a retry finds both or neither
                 session.execute(sa.insert(IdempotentRequest).values(
                     client=client, key=idempotency.key, request_sha256=idempotency.request_sha256,

@@ -13,6 +13,7 @@ torch in with them, the service's request handling does not. Over a deploy store
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from anomaly.drift import DriftReference
 from anomaly.errors import AnomalyError, InvalidParameterError, ModelNotFoundError
 from anomaly.store import ModelStore, check_model_name
 from service.errors import ModelNotReadyError
@@ -59,6 +61,11 @@ class LoadedModel:
     @property
     def detector(self) -> str:
         return str(self.bundle.manifest.get("detector", ""))
+
+    @functools.cached_property
+    def drift_reference(self) -> DriftReference | None:
+        """What its calibration expects of good parts (:mod:`anomaly.drift`), ``None`` if uncalibrated."""
+        return DriftReference.from_calibration(self.bundle.calibration)
 
 
 class ModelRegistry:
