@@ -175,8 +175,11 @@ def show_model(name: str) -> Response:
         if _jobs().active_for(name):
             raise ModelNotReadyError(f"model {name!r} is being trained; no version yet")
         raise ModelNotFoundError(f"no model named {name!r}")
+    from service.gates import gates_of
+
     return jsonify({"name": name, "production": store.production(name),
-                    "versions": [v.summary() for v in store.list(name)], "history": store.history(name)})
+                    "versions": [v.summary() for v in store.list(name)], "history": store.history(name),
+                    "gates": gates_of(_db(), name)})
 
 
 @bp.get("/models/<name>/versions/<int:version>")
@@ -196,17 +199,24 @@ def show_version(name: str, version: int) -> Response:
 @bp.post("/models/<name>/promote")
 @require("admin")
 def promote(name: str) -> Response:
-    """Put a version in production (it is loaded and checked first)."""
+    """Put a version in production: it is loaded, then must pass its gate (service.gates) unless forced."""
+    from service.gates import gated_promote
+
     name = _checked_name(name)
-    version = parse_int(_json_or_form().get("version"), field="version", minimum=1)
+    body = _json_or_form()
+    version = parse_int(body.get("version"), field="version", minimum=1)
     if version is None:
         raise BadRequestError("version is required, e.g. {\"version\": 2}")
+    force = parse_bool(body.get("force"), field="force")
     store = _store()
     previous = store.production(name)
-    _registry().get(name, version)  # refuses a version that does not load (404, 409)
-    store.promote(name, version)
-    current_app.logger.info("model %s: version %s promoted by %s", name, version, current_principal().name)
-    return jsonify({"name": name, "production": version, "previous": previous})
+    loaded = _registry().get(name, version)  # refuses a version that does not load (404, 409)
+    gate = gated_promote(_db(), current_app.extensions["anomaly_archive"], store, name, version, loaded.bundle,
+                         force=force, by=current_principal().name)
+    current_app.logger.info("model %s: version %s promoted by %s%s", name, version, current_principal().name,
+                            " (forced past its gate)" if force and not gate.passed else "")
+    return jsonify({"name": name, "production": version, "previous": previous, "gate": gate.to_dict(),
+                    "forced": bool(force and not gate.passed)})
 
 
 @bp.post("/models/<name>/rollback")
@@ -296,7 +306,12 @@ def move_thresholds(name: str) -> tuple[Response, int]:
     source = _registry().resolve_version(name, version)
     check_room(name)
     new_version = set_thresholds(store, name, source, change=ThresholdChange(grading=grading, **values),
-                                 promote=promote_now, changed_by=current_principal().name, reason=reason)
+                                 promote=False, changed_by=current_principal().name, reason=reason)
+    if promote_now:  # through the gate: moved thresholds can miss a confirmed defect
+        from service.gates import gated_promote
+
+        gated_promote(_db(), current_app.extensions["anomaly_archive"], store, name, new_version,
+                      _registry().get(name, new_version).bundle, force=False, by=current_principal().name)
     calibration = Calibration.from_manifest(store.manifest(name, new_version).get("calibration"))
     current_app.logger.info("model %s: thresholds moved from version %s to new version %s by %s", name, source,
                             new_version, current_principal().name)

@@ -102,6 +102,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
                                                   max_active_per_model=int(app.config["MAX_JOBS_PER_MODEL"]),
                                                   max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]),
                                                   onboard_budget_seconds=float(app.config["ONBOARD_BUDGET_SECONDS"]))
+    app.extensions["anomaly_jobs"].archive_root = app.config["ARCHIVE_DIR"]
     app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
     topic = VerdictTopic.from_config(app.config)
     app.extensions["anomaly_verdict_topic"] = topic

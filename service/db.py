@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 VERDICTS = ("GOOD", "REVIEW", "NG", "ALIGNMENT_FAILED")
 REJECTED = ("REVIEW", "NG", "ALIGNMENT_FAILED")
-FEEDBACK_KINDS = ("false_alarm", "miss")
+#: false_alarm: rejected but good; miss: passed but defective; confirmed: rejected and defective indeed.
+FEEDBACK_KINDS = ("false_alarm", "miss", "confirmed")
 JOB_STATES = ("queued", "running", "succeeded", "failed")
 ROLES = ("score", "admin")
 
@@ -224,6 +225,22 @@ class DriftState(Base):
     __table_args__ = (sa.UniqueConstraint("model_name", "model_version", name="uq_drift_state_model_version"),)
 
 
+class PromotionGate(Base):
+    """One promotion gate of a model version (:mod:`service.gates`): its figures, and whether it was forced."""
+
+    __tablename__ = "promotion_gates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+    by: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class SchemaVersion(Base):
     """Applied migrations."""
 
@@ -268,12 +285,17 @@ def _drift_state(conn: Connection) -> None:
     DriftState.__table__.create(conn, checkfirst=True)
 
 
+def _promotion_gates(conn: Connection) -> None:
+    PromotionGate.__table__.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _initial),
     Migration(2, "idempotent_requests: answers of requests sent with an Idempotency-Key", _idempotent_requests),
     Migration(3, "training_jobs.stage up to 128 characters (the step and its count)", _longer_job_stage),
     Migration(4, "outbox: verdict messages for MQTT, written with their inspection records", _outbox),
     Migration(5, "drift_state: each model version's drift tests, advanced with every record", _drift_state),
+    Migration(6, "promotion_gates: each version's promotion gate and whether it was forced", _promotion_gates),
 )
 HEAD = MIGRATIONS[-1].version
 

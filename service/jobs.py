@@ -122,6 +122,8 @@ class TrainingJobs:
         self.max_active_per_model = int(max_active_per_model)
         self.max_active_per_client = int(max_active_per_client)
         self.onboard_budget_seconds = float(onboard_budget_seconds)
+        #: The archive folder, where the promotion gate finds its regression set (set by the app).
+        self.archive_root = "archive"
         self.host = socket.gethostname()[:255]
         self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
 
@@ -214,26 +216,36 @@ class TrainingJobs:
             self._update(job_id, status="running", stage="fitting", progress=0.1, started_at=utcnow())
             notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
                      "feedback_images": req.extra_images}
+            # A first version goes into production as before; any other only through its gate.
+            first = self.store.production(req.name) is None
             with listen(self._listener(job_id)):
                 if req.detector == AUTO:
                     from anomaly.onboarding import onboard
 
                     done = onboard(self.store, req.name, req.images, target_frr=req.options.target_frr,
                                    seed=req.options.seed, budget_seconds=self.onboard_budget_seconds,
-                                   promote=req.promote, notes=notes)
+                                   promote=req.promote and first, notes=notes)
                     version = done.version.version
                 elif req.detector == ADD:
                     from anomaly.adding import add_goods
 
                     version = add_goods(self.store, req.name, req.images, seed=req.options.seed,
-                                        promote=req.promote, notes=notes).version.version
+                                        promote=req.promote and first, notes=notes).version.version
                 else:
                     version = train_into(self.store, req.name, req.detector, req.images, req.options, notes,
                                          params=req.params, source="upload to the service",
-                                         promote=req.promote).version
+                                         promote=req.promote and first).version
+            refused = ""
+            if req.promote and not first:
+                from service.gates import GateFailedError
+
+                try:
+                    self._gated_promote(job_id, req, version)
+                except GateFailedError as exc:  # trained and stored, not in production: the job says why
+                    refused = f"; {exc}"
             seconds = time.perf_counter() - start
             self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
-                         finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s")
+                         finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s{refused}"[:2000])
             log.info("training job %s: %s version %s in %.1f s", job_id, req.name, version, seconds)
         except AnomalyError as exc:
             self._fail(job_id, exc.code, str(exc))
@@ -242,6 +254,15 @@ class TrainingJobs:
             self._fail(job_id, "internal_error", "training failed unexpectedly; the server log has the details")
         finally:
             req.images.clear()
+
+    def _gated_promote(self, job_id: str, req: TrainingRequest, version: int) -> None:
+        """Promote a trained version through its gate (service.gates); a refusal fails the job with the reason."""
+        from service.archive import Archive
+        from service.gates import gated_promote
+
+        self._update(job_id, stage="promotion gate", progress=0.95)
+        gated_promote(self.db, Archive(self.archive_root, "all"), self.store, req.name, version,
+                      self.store.load(req.name, version), force=False, by=req.client)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         try:

@@ -58,7 +58,8 @@ _RECORD_FILTERS = [
     _query("since", {"type": "string", "format": "date-time"}, "From this time (ISO 8601, UTC if no offset)"),
     _query("until", {"type": "string", "format": "date-time"}, "Before this time (a bare date: through that day)"),
     _query("rejected", {"type": "boolean"}, "Only REVIEW, NG and ALIGNMENT_FAILED"),
-    _query("feedback", {"type": "string", "enum": ["false_alarm", "miss", "any"]}, "Only records with feedback"),
+    _query("feedback", {"type": "string", "enum": ["false_alarm", "miss", "confirmed", "any"]},
+           "Only records with feedback"),
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)"),
     _query("offset", {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}, "Records to skip"),
 ]
@@ -114,7 +115,9 @@ _SCHEMAS: dict[str, Any] = {
         "metrics": {"type": "object", "nullable": True}, "manifest": {"type": "object"}}},
     "ProductionMark": {"type": "object", "properties": {
         "name": {"type": "string"}, "production": {"type": "integer"},
-        "previous": {"type": "integer", "nullable": True}}},
+        "previous": {"type": "integer", "nullable": True},
+        "gate": {"type": "object", "description": "the promotion gate's figures (service.gates)"},
+        "forced": {"type": "boolean"}}},
     "Job": {"type": "object", "properties": {
         "job_id": {"type": "string"}, "model": {"type": "string"}, "detector": {"type": "string"},
         "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
@@ -126,11 +129,14 @@ _SCHEMAS: dict[str, Any] = {
         "items": {"type": "array", "items": _ref("Inspection")}}},
     "Feedback": {"type": "object", "properties": {
         "id": {"type": "integer"}, "inspection_id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["false_alarm", "miss"]}, "note": {"type": "string", "nullable": True},
+        "kind": {"type": "string", "enum": ["false_alarm", "miss", "confirmed"]},
+        "note": {"type": "string", "nullable": True},
         "created_at": {"type": "string", "format": "date-time"}, "client": {"type": "string"}}},
     "FeedbackRequest": {"type": "object", "required": ["kind"], "properties": {
-        "kind": {"type": "string", "enum": ["false_alarm", "miss"],
-                 "description": "false_alarm: rejected but good; miss: passed but defective"},
+        "kind": {"type": "string", "enum": ["false_alarm", "miss", "confirmed"],
+                 "description": "false_alarm: rejected but good; miss: passed but defective; confirmed: rejected "
+                                "and defective (misses and confirmed rejects are the promotion gate's regression "
+                                "set)"},
         "note": {"type": "string", "maxLength": 2000}}},
     "YieldDay": {"type": "object", "properties": {
         "model": {"type": "string"}, "day": {"type": "string", "format": "date"}, "total": {"type": "integer"},
@@ -199,10 +205,14 @@ def _paths() -> dict[str, Any]:
             "responses": {"202": _json(_ref("Job"), "Job started; poll its status_url"),
                           **_errors(400, 401, 403, 413, 415)}}},
         "/models/{name}/promote": {"post": {
-            "summary": "Put a version in production", "operationId": "promote", "parameters": [_NAME],
+            "summary": "Put a version in production through its promotion gate (409 gate_failed: it misses a "
+                       "confirmed defective part or breaks its false-reject target)",
+            "operationId": "promote", "parameters": [_NAME],
             "requestBody": {"required": True, "content": {JSON: {"schema": {
                 "type": "object", "required": ["version"],
-                "properties": {"version": {"type": "integer", "minimum": 1}}}}}},
+                "properties": {"version": {"type": "integer", "minimum": 1},
+                               "force": {"type": "boolean", "description": "promote past a failed gate "
+                                                                           "(recorded)"}}}}}},
             "responses": {"200": _json(_ref("ProductionMark"), "Promoted"), **_errors(400, 401, 403, 404, 409, 415)}}},
         "/models/{name}/drift": {"get": {
             "summary": "Whether the good parts drift from the calibration (two CUSUM tests, anomaly.drift)",

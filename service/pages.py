@@ -207,8 +207,11 @@ def model_page(name: str) -> str:
     if not store.versions(name):
         raise ModelNotFoundError(f"no model named {name!r}")
     versions = [v.summary() for v in store.list(name)]
+    from service.gates import gates_of
+
     return render_template("model.html", name=name, production=store.production(name), versions=versions,
-                           history=store.history(name), jobs=_jobs().list(model=name, limit=5))
+                           history=store.history(name), jobs=_jobs().list(model=name, limit=5),
+                           gates=gates_of(current_app.extensions["anomaly_db"], name))
 
 
 @bp.get("/models/<name>/<int:version>")
@@ -269,9 +272,17 @@ def promote_form(name: str) -> BaseResponse:
         version = int(request.form.get("version", ""))
     except ValueError:
         raise BadRequestError("version must be an integer") from None
-    current_app.extensions["anomaly_registry"].get(name, version)  # must load before it goes live
-    _store().promote(name, version)
-    flash(f"{name} version {version} is now in production.")
+    from service.gates import GateFailedError, gated_promote
+
+    loaded = current_app.extensions["anomaly_registry"].get(name, version)  # must load before it goes live
+    force = request.form.get("force") == "1"
+    try:
+        gated_promote(current_app.extensions["anomaly_db"], current_app.extensions["anomaly_archive"], _store(),
+                      name, version, loaded.bundle, force=force, by=current_principal().name)
+    except GateFailedError as exc:
+        flash(str(exc))
+        return redirect(url_for("pages.model_page", name=name))
+    flash(f"{name} version {version} is now in production{' (forced past its gate)' if force else ''}.")
     return redirect(url_for("pages.model_page", name=name))
 
 

@@ -148,7 +148,9 @@ def feedback_answer(fb: FeedbackRecord) -> dict[str, Any]:
 
 
 def add_feedback(db: Database, inspection_id: str, kind: str, note: str | None) -> FeedbackRecord:
-    """Mark a past inspection as a false alarm (rejected but good) or a miss (passed but bad).
+    """Mark a past inspection as a false alarm (rejected but good), a miss (passed but bad) or a
+    confirmed reject (rejected and bad indeed); misses and confirmed rejects whose image the
+    archive kept become the model's regression set (:mod:`service.gates`).
 
     Raises:
         BadRequestError: unknown kind or too long a note.
@@ -167,6 +169,9 @@ def add_feedback(db: Database, inspection_id: str, kind: str, note: str | None) 
             raise ConflictError("a false alarm is a rejected part that was good; this part was judged GOOD")
         if kind == "miss" and record.verdict != "GOOD":
             raise ConflictError(f"a miss is a passed part that was defective; this part was judged {record.verdict}")
+        if kind == "confirmed" and record.verdict not in ("REVIEW", "NG"):
+            raise ConflictError(f"a confirmed reject is a part judged REVIEW or NG; this part was judged "
+                                f"{record.verdict}")
         fb = FeedbackRecord(inspection_id=record.id, kind=kind, note=note or None, created_at=utcnow(),
                             client=current_principal().name)
         s.add(fb)

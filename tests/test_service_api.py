@@ -295,7 +295,10 @@ def test_thresholds_promote_and_rollback(store, tmp_path, part_png):
     assert client.post("/api/v1/models/tiny/thresholds", json={"t_ng": "x"}).status_code == 400
 
     r = client.post("/api/v1/models/tiny/promote", json={"version": 2})
-    assert r.status_code == 200 and r.get_json() == {"name": "tiny", "production": 2, "previous": 1}
+    assert r.status_code == 200
+    assert {k: r.get_json()[k] for k in ("name", "production", "previous")} == {"name": "tiny", "production": 2,
+                                                                               "previous": 1}
+    assert r.get_json()["gate"]["passed"] and not r.get_json()["forced"]  # nothing confirmed defective yet
     scored = client.post("/api/v1/models/tiny/score", data=part_png, content_type="image/png").get_json()
     assert scored["model"]["version"] == 2 and scored["verdict"] == "GOOD"  # thresholds far above any score
 
