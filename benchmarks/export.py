@@ -130,7 +130,7 @@ def int8_graph_speed(bundle, folder: Path, calibration: list[np.ndarray], images
     model input on onnxruntime, the two sessions called in turn on the same inputs."""
     import onnxruntime
 
-    from anomaly.export.onnx_export import model_inputs
+    from anomaly.runtime.deployed import model_inputs
     from anomaly.export.quantize import quantize_graph
 
     quantize_graph(folder / "model.onnx", folder / "probe.int8.onnx",
@@ -230,6 +230,9 @@ def summarize(rows: list[dict], env: dict | None) -> str:
         lines += ["", f"- {images} judgements compared, {mismatches} verdict mismatches; worst score difference "
                   f"{max(r['parity']['max_score_rel_diff'] for r in rows):.1e} relative, worst map difference "
                   f"{max(r['parity']['max_map_diff'] for r in rows):.1e} of the maps' range.",
+                  *[f"- Outside the tolerance: {r['set']} / {r['model']} (score {r['parity']['max_score_rel_diff']:.1e}, "
+                    f"map {r['parity']['max_map_diff']:.1e} of the range, verdict mismatches "
+                    f"{r['parity']['verdict_mismatches']})." for r in rows if not r['parity']['ok']],
                   f"- onnxruntime over torch, p50: {min(ratios):.2f} to {max(ratios):.2f} x; INT8 kept on "
                   f"{sum(r['int8_gate']['kept'] for r in rows)} of {len(rows)} models."]
     if env:

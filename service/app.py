@@ -98,10 +98,19 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
     app.extensions["anomaly_store"] = store
     app.extensions["anomaly_registry"] = registry
     app.extensions["anomaly_archive"] = Archive(app.config["ARCHIVE_DIR"], app.config["ARCHIVE"])
-    app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]),
-                                                  max_active_per_model=int(app.config["MAX_JOBS_PER_MODEL"]),
-                                                  max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]),
-                                                  onboard_budget_seconds=float(app.config["ONBOARD_BUDGET_SECONDS"]))
+    limits = dict(max_active_per_model=int(app.config["MAX_JOBS_PER_MODEL"]),
+                  max_active_per_client=int(app.config["MAX_JOBS_PER_CLIENT"]),
+                  onboard_budget_seconds=float(app.config["ONBOARD_BUDGET_SECONDS"]))
+    if app.config.get("QUEUE_URL"):
+        from service.queue import QueuedJobs
+
+        app.extensions["anomaly_jobs"] = QueuedJobs(db, store, url=str(app.config["QUEUE_URL"]),
+                                                    spool_dir=app.config["SPOOL_DIR"], **limits)
+    else:
+        log.info("training jobs run in this worker's threads (no QUEUE_URL): a worker restart loses a running "
+                 "job; set QUEUE_URL and run `anomaly worker` to train on a queue")
+        app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]),
+                                                      **limits)
     app.extensions["anomaly_jobs"].archive_root = app.config["ARCHIVE_DIR"]
     app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
     topic = VerdictTopic.from_config(app.config)

@@ -60,7 +60,11 @@ DEFAULTS: dict[str, Any] = {
     "PRELOAD_MODELS": True,  # load every production model when the worker starts
     "WARMUP": True,  # and run one inference on a blank image (first call is slow)
     "MAX_LOADED_BUNDLES": 8,  # per worker; least recently used ones are dropped
-    "TRAINING_THREADS": 1,  # concurrent training jobs per worker
+    "TRAINING_THREADS": 1,  # concurrent training jobs per worker (without QUEUE_URL)
+    # Redis URL of the training queue (service.queue): jobs run in `anomaly worker` processes and web
+    # workers never train; None: in the web workers' own threads (a restart loses running jobs).
+    "QUEUE_URL": None,
+    "SPOOL_DIR": None,  # where queued jobs' uploads wait for a worker (shared storage); None: <instance>/jobs
     "MAX_JOBS_PER_MODEL": 1,  # queued + running training jobs of one model (all workers); more: 429
     "MAX_JOBS_PER_CLIENT": 3,  # queued + running training jobs of one client (all workers); more: 429
     "MAX_VERSIONS_PER_MODEL": 200,  # a training job or threshold move beyond it: 507 (service.limits)
@@ -97,6 +101,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
         app.config["SECRET_KEY"] = instance_secret_key(instance)
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = f"sqlite:///{instance / 'inspections.sqlite'}"
+    if not app.config.get("SPOOL_DIR"):
+        app.config["SPOOL_DIR"] = str(instance / "jobs")
     if not app.config.get("ARCHIVE_DIR"):
         app.config["ARCHIVE_DIR"] = str(instance / "archive")
     if app.config["RUNTIME"] not in ("bundle", "onnx"):

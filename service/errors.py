@@ -126,6 +126,13 @@ class StoreFullError(ServiceError):
     http_status = 507
 
 
+class QueueUnavailableError(ServiceError):
+    """The training queue (Redis) could not take a job; the job is recorded as failed (503)."""
+
+    code = "queue_unavailable"
+    http_status = 503
+
+
 class StorageError(ServiceError):
     """The inspection record could not be stored; nothing was kept and no verdict is given."""
 

@@ -6,6 +6,9 @@ answer a poll. The images were decoded once in the request (a bad image fails th
 request, and no job is made); the job keeps their bytes in memory until it ends.
 
 A job whose worker died is reported as failed the next time it is read on that host.
+
+This is the fallback without a queue; with ``QUEUE_URL`` the jobs run in ``anomaly worker``
+processes instead (:mod:`service.queue`), and web workers never train.
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ class TrainingJobs:
         self.host = socket.gethostname()[:255]
         self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
 
+    #: Whether jobs run in this process (here: in its threads).
+    runs_here = True
+
     def submit(self, req: TrainingRequest) -> dict[str, Any]:
         """Record a queued job and start it; returns the job's JSON form.
 
@@ -145,13 +151,18 @@ class TrainingJobs:
         job = TrainingJobRecord(
             id=new_id(), model_name=req.name, detector=req.detector, params=req.params, n_images=len(req.images),
             promote=req.promote, status="queued", stage="queued", progress=0.0, created_at=utcnow(),
-            host=self.host, pid=os.getpid(), client=req.client,
+            # The process that runs it: this one, or (on the queue) none yet: pid 0 until a worker takes it.
+            host=self.host, pid=os.getpid() if self.runs_here else 0, client=req.client,
             message=(f"{req.extra_images} image(s) from false-alarm feedback added" if req.extra_images else None),
         )
         with self.db.session() as s:
             s.add(job)
-        self._executor.submit(self._run, job.id, req)
+        self._start(job, req)
         return job_answer(job)
+
+    def _start(self, job: TrainingJobRecord, req: TrainingRequest) -> None:
+        """Run a recorded job: here, in a thread of this worker (:class:`service.queue.QueuedJobs`: on the queue)."""
+        self._executor.submit(self._run, job.id, req)
 
     def get(self, job_id: str) -> dict[str, Any]:
         """A job's JSON form.
@@ -273,6 +284,9 @@ class TrainingJobs:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (0: a queued job no worker has taken yet)."""
+    if pid <= 0:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -35,6 +35,19 @@ def postgres_or_skip() -> None:
         pytest.skip(message)
 
 
+def listening_or_skip(host: str, port: int, what: str) -> None:
+    """Skip where nothing listens at ``host:port`` (a loopback service: Redis, Mosquitto); under CI, fail instead."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        message = f"no {what} at {host}:{port} ({exc})"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + f" (CI must run the {what} tests)")
+        pytest.skip(message)
+
+
 @contextlib.contextmanager
 def postgres_schema() -> Iterator[dict[str, str]]:
     """Service settings for the test PostgreSQL server, in a schema of its own (dropped after)."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import threading
 import time
 import uuid
@@ -23,17 +21,13 @@ import sqlalchemy as sa
 from service.db import InspectionRecord, OutboxMessage
 from service.outbox import Publisher, pending
 from service.testing import make_part, png_bytes, service_app
+from tests.conftest import listening_or_skip
 
 BROKER = ("127.0.0.1", 1883)
 
 
 def _broker_or_skip() -> None:
-    try:
-        socket.create_connection(BROKER, timeout=1).close()
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no MQTT broker at {BROKER[0]}:{BROKER[1]} (CI=true: the test must run)")
-        pytest.skip(f"no MQTT broker at {BROKER[0]}:{BROKER[1]}")
+    listening_or_skip(*BROKER, "MQTT broker")
 
 
 class Subscriber:

@@ -17,7 +17,7 @@ from anomaly.errors import AnomalyError
 from anomaly.logs import configure_logging
 
 #: Verb modules, in the order ``--help`` lists them.
-VERBS = ["onboard", "train", "score", "export", "eval", "models", "synth", "serve", "bench", "demo"]
+VERBS = ["onboard", "train", "score", "export", "eval", "models", "synth", "serve", "worker", "bench", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,8 @@ from anomaly.export.parity import Parity, compare
 from anomaly.imageio import as_image
 from anomaly.jsonable import jsonable
 from anomaly.packages import installed_versions
-from anomaly.runtime.deployed import DEPLOY, FORMAT, FORMAT_VERSION, GRAPH, file_sha256, load_deployed, write_deploy
+from anomaly.runtime.deployed import (DEPLOY, FORMAT, FORMAT_VERSION, GRAPH, file_sha256, load_deployed, model_inputs,
+                                      write_deploy)
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,6 @@ def write_graph(detector, path: Path, example: np.ndarray) -> None:
             torch.onnx.export(graph, (torch.from_numpy(example),), str(path), dynamo=False,
                               input_names=[INPUT], output_names=list(OUTPUTS), opset_version=OPSET,
                               dynamic_axes={INPUT: batch, OUTPUTS[0]: batch, OUTPUTS[1]: batch})
-
-
-def model_inputs(detector, image: np.ndarray) -> list[np.ndarray]:
-    """The graph's inputs of one image, ``(h, w, 3)`` float32 pixels each: its tiles, or the image
-    after the geometry's ROI and resize (as :class:`~anomaly.runtime.deployed.OnnxScorer` makes them)."""
-    from anomaly.runtime.deployed import pixels_of
-
-    tiling = getattr(detector, "tiling", None)
-    if tiling is None:
-        return [pixels_of(detector.geometry.forward(image)[0])]
-    return [pixels_of(tile) for tile in tiling.cut(image)[0]]
 
 
 def parity_images(goods: Sequence[Any], *, random_state: int = 0) -> list[np.ndarray]:
@@ -195,4 +185,5 @@ def deploy_document(bundle: Bundle, *, name: str, version: int | None, graph: Pa
     })
 
 
-__all__ = ["DEPLOY", "GRAPH", "Parity", "deploy_document", "export_version", "parity_images", "write_graph"]
+__all__ = ["DEPLOY", "GRAPH", "Parity", "deploy_document", "export_version", "model_inputs", "parity_images",
+           "write_graph"]

@@ -28,7 +28,7 @@ import numpy as np
 from anomaly.errors import ExportError
 from anomaly.imageio import as_image
 from anomaly.inspect import inspect
-from anomaly.runtime.deployed import GRAPH, file_sha256, load_deployed, write_deploy
+from anomaly.runtime.deployed import GRAPH, file_sha256, load_deployed, model_inputs, write_deploy
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,6 @@ def quantize_export(bundle, folder: Path, deploy: dict[str, Any], goods: Sequenc
     held_goods = list(check[half:n_goods])
     # Defects made from the held-out goods only (check holds one per good, in order, when drawable).
     held_defects = list(check[n_goods + half :])
-    from anomaly.export.onnx_export import model_inputs
-
     inputs = [pixels[None] for image in calibrate for pixels in model_inputs(bundle.detector, image)]
 
     target = folder / INT8_FOLDER

@@ -80,6 +80,15 @@ def pixels_of(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) * scale
 
 
+def model_inputs(detector, image: np.ndarray) -> list[np.ndarray]:
+    """The graph's inputs of one image, ``(h, w, 3)`` float32 pixels each: its tiles, or the image
+    after the geometry's ROI and resize (as :class:`~anomaly.runtime.deployed.OnnxScorer` makes them)."""
+    tiling = getattr(detector, "tiling", None)
+    if tiling is None:
+        return [pixels_of(detector.geometry.forward(image)[0])]
+    return [pixels_of(tile) for tile in tiling.cut(image)[0]]
+
+
 class OnnxScorer:
     """The exported graph behind the detector interface's ``score``.
 
