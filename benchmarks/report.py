@@ -464,6 +464,41 @@ def _export(results: Path) -> list[_Section]:
         "python benchmarks/export.py")
 
 
+def _line_load(results: Path) -> list[_Section]:
+    doc = _load_json(results / "line_load" / "line_load.json")
+    if not isinstance(doc, dict) or "answers_200" not in doc:
+        return []
+    st = doc.get("settings") or {}
+    s = _Section("The line loop under load and faults")
+    s.add(f"**What**: `anomaly serve` with {st.get('web_workers')} gunicorn workers and {st.get('job_workers')} "
+          f"`anomaly worker` processes, records in PostgreSQL, jobs on Redis, verdicts to Mosquitto through the "
+          f"outbox; {st.get('clients')} clients scoring the demo product's test parts for {st.get('seconds'):.0f} s "
+          "while onboarding jobs run" + ("; faults: a job worker killed mid-job, Redis restarted mid-job, Mosquitto "
+                                        f"stopped for {st.get('broker_outage_s'):.0f} s under load"
+                                        if st.get("faults") else "") + ".",
+          "", f"**Command**: `{doc.get('command')}`", "")
+    s.add(*_run_provenance(doc))
+    errors = doc.get("errors") or {}
+    s.add("| figure | value |", "|---|---|",
+          f"| requests / successful answers | {doc['requests']} / {doc['answers_200']} |",
+          f"| errors | {sum(errors.values())}{' (' + ', '.join(f'{k}: {v}' for k, v in errors.items()) + ')' if errors else ''} |",
+          f"| records in the database | {doc['records']} |",
+          f"| MQTT verdict messages received (distinct inspections, duplicates) | {doc['mqtt_messages_received']} "
+          f"({doc['mqtt_distinct_inspections']}, {doc['mqtt_duplicates']}) |",
+          f"| answers without a message | {doc['answers_without_message']} |",
+          f"| outbox unsent at the end | {doc['outbox_unsent']} (drained at {doc['outbox_drained_at_s']} s) |",
+          f"| throughput | {doc['throughput_per_s']} parts/s |",
+          f"| latency p50 / p99 | {doc['p50_ms']} ms / {doc['p99_ms']} ms |",
+          f"| drift alarms | {doc['drift_alarms']} |")
+    s.add("", "Jobs: " + "; ".join(f"{j['job_id'][:8]}: {j['status']}"
+                                   + (f" ({j['error_code']}: {j['message']})" if j.get("error_code") else
+                                      f" (version {j['version']})" if j.get("version") else "")
+                                   for j in doc.get("jobs") or []) + ".")
+    if doc.get("events"):
+        s.add("", "Events: " + "; ".join(f"{e['at_s']} s: {e['event']}" for e in doc["events"]) + ".")
+    return [s]
+
+
 # ---------------------------------------------------------------------------------- the report
 
 
@@ -492,7 +527,8 @@ def render(results_dir: Path = RESULTS, out: Path = REPORT) -> str:
             ("GAN models", bench("gan") + _gan(results_dir)),
             ("Classical models", _classical(results_dir) + bench("classical")),
             ("Options", bench("options") + _options(results_dir)),
-            ("Service", _service(results_dir) + _hostile(results_dir) + _inputs(results_dir) + _regions(results_dir)),
+            ("Service", _service(results_dir) + _hostile(results_dir) + _inputs(results_dir) + _regions(results_dir)
+             + _line_load(results_dir)),
         ]
     groups = [(name, sections) for name, sections in groups if sections]
     lines = [
