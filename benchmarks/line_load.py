@@ -10,9 +10,9 @@ a database of its own, a topic of its own, all removed at the end):
 3. queues an onboarding job (12 goods, ``detector=auto``) and runs ``--clients`` clients
    scoring the demo product's test parts (good and defective in turn) for ``--seconds``;
 4. with ``--faults``: at 15 % of the run kills the job worker running the onboarding job
-   with SIGKILL, starts a replacement and queues a second onboarding job; at 45 % restarts
-   Redis (which keeps nothing on disk here) while that job runs; at 70 % stops Mosquitto
-   for ``--broker-outage`` seconds under load;
+   with SIGKILL, starts a replacement and queues a second onboarding job;
+   ``--redis-after`` seconds later restarts Redis (which keeps nothing on disk here) while
+   that job trains; at 70 % stops Mosquitto for ``--broker-outage`` seconds under load;
 5. waits for the outbox to drain and the jobs to end, then counts: successful answers,
    records in the database, MQTT messages (distinct inspection ids, and duplicates), errors
    by status; p50/p99 latency; each job's final state.
@@ -51,8 +51,59 @@ POSTGRES = os.environ.get("ANOMALY_TEST_POSTGRES_URL", "postgresql://root@127.0.
 REDIS_DB = 7
 
 
-def _sh(command: str) -> None:
-    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _pid(name: str) -> int | None:
+    """The live process called ``name`` (a stopped one can linger as a zombie of its parent)."""
+    for pid in subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            return int(pid)
+    return None
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait_port(port: int, up: bool, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _listening(port) != up:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"port {port} still {'closed' if up else 'open'} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def stop_service(name: str, port: int) -> int:
+    """Stop a loopback service for real (SIGTERM to its process); returns the pid it had.
+
+    (Debian's init scripts did not stop the instances this machine started: their pid files
+    did not match.)
+    """
+    pid = _pid(name)
+    if pid is None:
+        raise RuntimeError(f"no {name} process to stop")
+    os.kill(pid, signal.SIGTERM)
+    _wait_port(port, up=False)
+    return pid
+
+
+def start_service(command: list[str], name: str, port: int) -> int:
+    """Start a service again with the command line it was started with; returns its new pid."""
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port, up=True)
+    return _pid(name)
+
+
+REDIS_START = ["redis-server", "/etc/redis/redis.conf", "--save", "", "--appendonly", "no"]  # as the running one: nothing on disk
+MOSQUITTO_START = ["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"]
 
 
 class Subscriber:
@@ -95,6 +146,8 @@ def main() -> int:  # noqa: C901 - one run, step by step
     p.add_argument("--job-workers", type=int, default=2)
     p.add_argument("--faults", action="store_true")
     p.add_argument("--broker-outage", type=float, default=60.0)
+    p.add_argument("--redis-after", type=float, default=40.0,
+                   help="seconds after the second onboarding job is queued to restart Redis (mid-job)")
     p.add_argument("--onboard-budget", type=float, default=120.0, help="seconds each onboarding job may search")
     p.add_argument("--out", type=Path, default=OUT / "line_load.json")
     args = p.parse_args()
@@ -206,17 +259,20 @@ def main() -> int:  # noqa: C901 - one run, step by step
             note("replacement worker started")
         jobs.append(onboard())
         note("second onboarding job queued")
-        if stop.wait(0.30 * args.seconds):
+        if stop.wait(args.redis_after):  # while the second job trains
             return
-        _sh("service redis-server restart")
-        note("Redis restarted (nothing kept on disk)")
-        if stop.wait(0.25 * args.seconds):
+        with engine.connect() as conn:
+            second = conn.execute(sa.select(TrainingJobRecord.status).where(TrainingJobRecord.id == jobs[1])).scalar()
+        old = stop_service("redis-server", 6379)
+        new = start_service(REDIS_START, "redis-server", 6379)
+        note(f"Redis restarted (pid {old} -> {new}; it keeps nothing on disk) while the second job was {second}")
+        if stop.wait(max(0.0, 0.70 * args.seconds - (time.monotonic() - start))):
             return
-        _sh("service mosquitto stop")
-        note(f"Mosquitto stopped for {args.broker_outage:.0f} s")
+        old = stop_service("mosquitto", 1883)
+        note(f"Mosquitto stopped (pid {old}) for {args.broker_outage:.0f} s")
         stop.wait(args.broker_outage)
-        _sh("service mosquitto start")
-        note("Mosquitto started")
+        new = start_service(MOSQUITTO_START, "mosquitto", 1883)
+        note(f"Mosquitto started again (pid {new})")
 
     threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(args.clients)]
     fault_thread = threading.Thread(target=faults) if args.faults else None
@@ -228,7 +284,10 @@ def main() -> int:  # noqa: C901 - one run, step by step
         t.join()
     if fault_thread:
         fault_thread.join()
-        subprocess.run("service mosquitto start", shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not _listening(1883):  # never leave the machine without its broker
+            start_service(MOSQUITTO_START, "mosquitto", 1883)
+        if not _listening(6379):
+            start_service(REDIS_START, "redis-server", 6379)
     load_seconds = time.monotonic() - start
 
     def job_states() -> list[dict]:

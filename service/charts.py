@@ -55,3 +55,32 @@ def yield_svg(days: Sequence[dict[str, Any]], *, width: int = 720, height: int =
                      f'text-anchor="middle">{escape(day[5:])}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def drift_svg(paths: dict[str, Sequence[float]], threshold: float, *, alarm: bool, width: int = 720,
+              height: int = 220) -> Markup:
+    """The drift tests' CUSUM paths over the recent parts, with the alarm threshold (see :mod:`anomaly.drift`)."""
+    n = max((len(p) for p in paths.values()), default=0)
+    if n == 0:
+        return Markup('<p class="muted">No scored parts of this version yet.</p>')
+    top_value = max(threshold * 1.15, max(max(p) for p in paths.values() if len(p)))
+    left, right, top, bottom = 44, width - 170, 12, height - 30
+    x = lambda i: left + (right - left) * (i / max(n - 1, 1))  # noqa: E731
+    y = lambda v: bottom - (bottom - top) * (v / top_value)  # noqa: E731
+    label = "alarm" if alarm else "no alarm"
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'aria-label="drift tests over the last {n} parts: {label}">',
+             f'<line x1="{left}" y1="{y(threshold):.1f}" x2="{right}" y2="{y(threshold):.1f}" stroke="#d62728" '
+             f'stroke-dasharray="6 4"/><text x="{left - 4}" y="{y(threshold) + 4:.1f}" font-size="11" fill="#d62728" '
+             f'text-anchor="end">alarm</text>',
+             f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#999"/>']
+    names = {"review": "above t_review", "median": "above the good median"}
+    for i, (test, path) in enumerate(paths.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        points = " ".join(f"{x(j):.1f},{y(v):.1f}" for j, v in enumerate(path))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
+                     f'<rect x="{right + 12}" y="{top + 16 * i}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{right + 26}" y="{top + 9 + 16 * i}" font-size="12">{escape(names.get(test, test))}</text>')
+    parts.append(f'<text x="{(left + right) / 2:.1f}" y="{bottom + 18}" font-size="11" fill="#555" '
+                 f'text-anchor="middle">the last {n} parts, oldest left ({escape(label)})</text></svg>')
+    return Markup("".join(parts))

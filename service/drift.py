@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from anomaly.drift import H, DriftReference, assess
+from anomaly.drift import H, DriftReference, assess, cusum
 from service.db import Database, DriftState, InspectionRecord, OutboxMessage, utcnow
 from service.outbox import VerdictTopic
 
@@ -108,6 +108,18 @@ def status(db: Database, name: str, version: int, ref: DriftReference | None) ->
     out["recent"] = None if ref is None or not rows else assess(
         ref, [r.score for r in rows], [r.verdict for r in rows], [r.calibrated_score for r in rows])
     return out
+
+
+def paths(db: Database, name: str, version: int, ref: DriftReference) -> dict[str, list[float]]:
+    """Both tests' CUSUM paths over the version's last :data:`WINDOW` parts (from 0 at the first), for the chart."""
+    with db.session() as session:
+        scores = session.scalars(
+            sa.select(InspectionRecord.score)
+            .where(InspectionRecord.model_name == name, InspectionRecord.model_version == version,
+                   InspectionRecord.score.is_not(None))
+            .order_by(InspectionRecord.created_at.desc(), InspectionRecord.id.desc()).limit(WINDOW)).all()[::-1]
+    steps = [ref.increments(float(s)) for s in scores]
+    return {test: cusum([step[test] for step in steps]).tolist() for test in ref.steps}
 
 
 def reset(db: Database, name: str, version: int) -> bool:

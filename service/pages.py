@@ -21,7 +21,8 @@ from anomaly.errors import AnomalyError, InvalidParameterError, ModelNotFoundErr
 from anomaly.store import ModelStore, check_model_name
 from anomaly.training import TrainingOptions
 from service.auth import Principal, check_role, current_principal, lookup_key
-from service.charts import calibration_svg, yield_svg
+from anomaly.drift import H
+from service.charts import calibration_svg, drift_svg, yield_svg
 from service.db import FEEDBACK_KINDS, VERDICTS
 from service.errors import BadRequestError, ConflictError
 from service.jobs import ADD, AUTO, TrainingJobs, TrainingRequest, check_training
@@ -334,7 +335,23 @@ def records_page() -> str:
     rows, total = query_inspections(db, flt, limit=50, offset=page * 50)
     days = yield_by_day(db, model=flt.model, since=flt.since, until=flt.until)
     return render_template("records.html", rows=rows, total=total, page=page, args=request.args,
-                           verdicts=VERDICTS, models=_store().names(), chart=yield_svg(days), days=days)
+                           verdicts=VERDICTS, models=_store().names(), chart=yield_svg(days), days=days,
+                           drift=_drift_chart(db, flt.model))
+
+
+def _drift_chart(db, name: str | None) -> dict[str, Any] | None:
+    """The production version's drift chart and state, for the records page filtered to one model."""
+    from service.drift import WINDOW, paths, status
+
+    if not name or name not in _store().names() or _store().production(name) is None:
+        return None
+    model = current_app.extensions["anomaly_registry"].get(name)
+    ref = model.drift_reference
+    if ref is None:
+        return None
+    state = status(db, name, model.version, ref)["state"]
+    return {"name": name, "version": model.version, "window": WINDOW, "state": state,
+            "svg": drift_svg(paths(db, name, model.version, ref), H, alarm=bool(state and state["alarm"]))}
 
 
 @bp.get("/records/rejected")

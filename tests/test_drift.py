@@ -108,6 +108,9 @@ def test_the_service_raises_shows_and_resets_the_alarm(plate_store, tmp_path):
         assert body["recent"]["alarm"] and body["recent"]["n"] == len(ids)
         metrics = client.get("/metrics").get_data(as_text=True)
         assert 'anomaly_drift_alarm{model="plate",version="1"} 1.0' in metrics
+        # (another client: a page visit gives a session cookie, and cookie-borne API posts need a CSRF token)
+        page = app.test_client().get("/records?model=plate").get_data(as_text=True)
+        assert 'id="drift-chart"' in page and "ALARM" in page and ids[-1] in page
         with app.extensions["anomaly_db"].session() as session:
             alarms = session.scalars(sa.select(OutboxMessage).where(OutboxMessage.topic == "anomaly/l1/s1/alarm")).all()
         assert len(alarms) == 1 and json.loads(alarms[0].payload)["inspection_id"] == ids[-1]
