@@ -11,7 +11,9 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    backbone, at the input size those were trained at) and ``discriminator-feature-only``
    (SimpleNet's input: the feature without its residual to the nearest good patch) and
    ``discriminator-bank8192`` (residuals against 8,192 good patches instead of 2,048) and
-   ``discriminator-lite2-feature-only`` (both: Lite2's features without the residual);
+   ``discriminator-lite2-feature-only`` (both: Lite2's features without the residual) and
+   ``discriminator-position`` / ``discriminator-lite2-position`` (the default and the
+   Lite2 feature-only variant with the residual to the goods at the same grid cell);
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -63,7 +65,8 @@ from ganomaly import load_average, read_rows, test_subset, training_subset  # no
 from report import write_report  # noqa: E402
 
 OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discriminator-lite2",
-        "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only")
+        "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
+        "discriminator-position", "discriminator-lite2-position")
 PEER = "anomalib-supersimplenet"
 #: Our model name -> (registry name, parameters besides the defaults).
 VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminator": ("discriminator", {}),
@@ -72,7 +75,10 @@ VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminat
             "discriminator-feature-only": ("discriminator", {"residual": False}),
             "discriminator-bank8192": ("discriminator", {"bank_size": 8192}),
             "discriminator-lite2-feature-only": ("discriminator", {"backbone": "efficientnet_lite2",
-                                                                  "image_size": 260, "residual": False})}
+                                                                  "image_size": 260, "residual": False}),
+            "discriminator-position": ("discriminator", {"position": True}),
+            "discriminator-lite2-position": ("discriminator", {"backbone": "efficientnet_lite2", "image_size": 260,
+                                                              "residual": False, "position": True})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
 
 Scorer = Callable[[bytes], tuple[float, np.ndarray]]

@@ -45,6 +45,23 @@ def test_pasted_defect_is_the_top_of_the_map_and_outscores_the_goods(good_parts,
         assert mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5].any()  # within 4 px of the pasted square
 
 
+def test_residual_to_the_goods_at_each_cell_finds_the_pasted_defect_and_survives_the_bundle(good_parts, test_parts,
+                                                                                             tmp_path):
+    from anomaly.bundle import load_bundle, save_bundle
+
+    images, mask = test_parts
+    model = create_detector("discriminator", {**FAST, "position": True}).fit(good_parts)
+    mean, spread = model.places_
+    assert mean.shape == spread.shape == (model.feature_grid[0] * model.feature_grid[1], len(model.feature_mean_))
+    assert spread.min() > 0
+    result = model.score(images)
+    assert result.scores[3:].min() > result.scores[:3].max()
+    y, x = np.unravel_index(np.argmax(result.maps[3]), result.maps[3].shape)
+    assert mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5].any()
+    save_bundle(model, tmp_path / "bundle")
+    np.testing.assert_array_equal(load_bundle(tmp_path / "bundle").detector.score(images).scores, result.scores)
+
+
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(good_parts, test_parts,
                                                                                         tmp_path, monkeypatch):
     images, _ = test_parts

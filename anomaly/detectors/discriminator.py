@@ -12,6 +12,10 @@ never collected.
   can learn which departures from the nearest good patch are defects and which are the
   spread of good parts. SimpleNet feeds the feature alone (``residual=False``); what each
   input scores and costs is measured side by side in ``benchmarks/discriminator.py``.
+* With ``position=True`` also its residual to the goods at the same place: the feature
+  minus the goods' mean at that grid cell over their spread there (PaDiM's per-position
+  statistics, diagonal). Aligned parts (a grid, a cell, a machined surface) vary little at
+  a given place, and the nearest patch anywhere can hide a defect that is normal elsewhere.
 * The residuals it learns from are honest: the goods are split in two halves, and each
   half's patches (and the defects made from its images) are compared with a coreset of the
   other half only, as a new part is compared with the goods at inspection.
@@ -74,6 +78,8 @@ TRAIN_SEED_OFFSET = 7919
 COVERED = 0.25
 #: Dimension of the random projection the coreset selection measures distances in.
 CORESET_PROJECTION = 64
+#: Images' worth of the overall spread (1) that each grid cell's spread is shrunk towards.
+POSITION_PRIOR = 4.0
 #: Training examples per optimiser step.
 STEP = 1024
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -81,7 +87,7 @@ _CHECKPOINT_FORMAT = "anomaly-discriminator-checkpoint-1"
 
 
 class _Head(nn.Module):
-    """Feature adaptor and discriminator: ``(N, k D)`` (``[feature, residual]`` or the feature) to ``(N,)`` logits."""
+    """Feature adaptor and discriminator: ``(N, k D)`` (the feature and its residuals) to ``(N,)`` logits."""
 
     def __init__(self, dim: int, hidden: int, inputs: int = 2) -> None:
         super().__init__()
@@ -127,6 +133,8 @@ class FeatureDiscriminator(BackboneDetector):
             is not supported).
         residual: Feed the residual to the nearest good patch beside the feature (``False``:
             the feature alone, as SimpleNet; kept to measure what the residual brings).
+        position: Also feed the residual to the goods at the same grid cell, over their
+            spread there (see the module docstring).
         hidden_dim: Width of the discriminator's hidden layer.
         bank_size: Good patches kept (greedy coreset) to take residuals against.
         noise_std: Largest standard deviation of the feature-space noise, in units of the
@@ -147,6 +155,7 @@ class FeatureDiscriminator(BackboneDetector):
     layers: Sequence[int] = (2, 3)
     patch_size: int = 3
     residual: bool = True
+    position: bool = False
     hidden_dim: int = 256
     bank_size: int = 2048
     noise_std: float = 0.5
@@ -208,17 +217,19 @@ class FeatureDiscriminator(BackboneDetector):
     def _cache(self, goods: list[np.ndarray]) -> dict[str, Any]:
         """Features of the goods and of their training defects' covered patches (by the good each came from)."""
         feats = self._patch_features(goods)
-        owners, bad = [], []
+        owners, bad, cells = [], [], []
         for i in progress(range(len(goods)), desc="discriminator: synthetic defects"):
             made, covers = self._synthetic(goods[i], i)
             if made:
                 for patches, cover in zip(self._patch_features(made), covers):
-                    rows = patches[cover >= COVERED]
-                    bad.append(rows)
-                    owners.extend([i] * len(rows))
+                    covered = np.flatnonzero(cover >= COVERED)
+                    bad.append(patches[covered])
+                    cells.append(covered)
+                    owners.extend([i] * len(covered))
         dim = feats.shape[2]
         return {"feats": feats, "owners": np.asarray(owners, dtype=np.int64),
-                "bad": np.concatenate(bad) if bad else np.zeros((0, dim), np.float32)}
+                "bad": np.concatenate(bad) if bad else np.zeros((0, dim), np.float32),
+                "cells": np.concatenate(cells) if cells else np.zeros(0, np.int64)}
 
     # -- training -------------------------------------------------------------------------
     def _standard(self, x: np.ndarray) -> np.ndarray:
@@ -233,29 +244,54 @@ class FeatureDiscriminator(BackboneDetector):
                                 projection=random_projection(dim, CORESET_PROJECTION, state))
         return flat[np.sort(chosen)]
 
-    def _inputs(self, x: np.ndarray, nn_index: NearestNeighbours | None, bank: np.ndarray | None) -> np.ndarray:
-        """``[x, x - nearest bank patch]``: ``(n, 2 D)`` from standardised ``(n, D)`` (``x`` without the residual)."""
-        if not self.residual:
-            return x
-        # In chunks that NearestNeighbours searches with one torch product: faiss, from
-        # about 1,000 queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
-        idx = np.concatenate([nn_index.search(x[start : start + SMALL_QUERY_BATCH], 1)[1][:, 0]
-                              for start in range(0, len(x), SMALL_QUERY_BATCH)])
-        return np.concatenate([x, x - bank[idx]], axis=1)
+    def _places(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per grid cell mean and spread ``(P, D)`` of standardised patches ``(n, P, D)``.
+
+        The spread is shrunk towards the standardised features' overall 1 (as four more
+        images would pull it), so that a handful of goods gives no near-zero spread.
+        """
+        x = self._standard(feats.reshape(-1, feats.shape[-1])).reshape(feats.shape)
+        n = len(x)
+        var = (n * x.var(axis=0) + POSITION_PRIOR) / (n + POSITION_PRIOR)
+        return x.mean(axis=0).astype(np.float32), np.sqrt(var).astype(np.float32)
+
+    def _inputs(self, x: np.ndarray, nn_index: NearestNeighbours | None, bank: np.ndarray | None,
+                cells: np.ndarray | None = None, places: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The feature and its residuals: ``(n, k D)`` from standardised ``(n, D)``.
+
+        ``[x, x - nearest bank patch, (x - mean at its cell) / spread there]``, each residual
+        only where the model feeds it; ``cells`` ``(n,)`` are the patches' grid cells.
+        """
+        parts = [x]
+        if self.residual:
+            # In chunks that NearestNeighbours searches with one torch product: faiss, from
+            # about 1,000 queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
+            idx = np.concatenate([nn_index.search(x[start : start + SMALL_QUERY_BATCH], 1)[1][:, 0]
+                                  for start in range(0, len(x), SMALL_QUERY_BATCH)])
+            parts.append(x - bank[idx])
+        if self.position:
+            mean, spread = places
+            parts.append((x - mean[cells]) / spread[cells])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else x
 
     def _examples(self, cache: dict[str, Any], members: np.ndarray, bank: np.ndarray,
+                  places: tuple[np.ndarray, np.ndarray] | None,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Labelled inputs ``(n, 2 D)`` and labels ``(n,)`` of the goods ``members`` against ``bank``."""
+        """Labelled inputs ``(n, k D)`` and labels ``(n,)`` of the goods ``members`` against ``bank`` and ``places``."""
         index = NearestNeighbours().fit(bank) if self.residual else None
         feats = cache["feats"][members]  # (m, P, D)
         per = min(int(self.patches_per_image), feats.shape[1])
         pick = np.stack([rng.choice(feats.shape[1], per, replace=False) for _ in range(len(members))])
         good = self._standard(np.take_along_axis(feats, pick[:, :, None], axis=1).reshape(-1, feats.shape[2]))
-        noisy = good[rng.choice(len(good), len(good) // 2, replace=False)]
+        good_cells = pick.reshape(-1)
+        chosen = rng.choice(len(good), len(good) // 2, replace=False)
+        noisy, noisy_cells = good[chosen], good_cells[chosen]
         scale = float(self.noise_std) * rng.uniform(0.5, 1.0, size=(len(noisy), 1))
         noisy = (noisy + scale * rng.standard_normal(noisy.shape)).astype(np.float32)
-        made = self._standard(cache["bad"][np.isin(cache["owners"], members)])
-        parts = [self._inputs(part, index, bank) for part in (good, noisy, made) if len(part)]
+        mine = np.isin(cache["owners"], members)
+        made, made_cells = self._standard(cache["bad"][mine]), cache["cells"][mine]
+        parts = [self._inputs(part, index, bank, cells, places)
+                 for part, cells in ((good, good_cells), (noisy, noisy_cells), (made, made_cells)) if len(part)]
         labels = np.concatenate([np.zeros(len(good)), np.ones(len(noisy) + len(made))]).astype(np.float32)
         return np.concatenate(parts), labels
 
@@ -274,11 +310,14 @@ class FeatureDiscriminator(BackboneDetector):
         halves = np.array_split(rng.permutation(fit), 2)
         bank = (lambda members, key: self._bank(cache["feats"][members], [seed, *key])) if self.residual \
             else (lambda members, key: np.zeros((0, flat.shape[1]), np.float32))
-        parts = [self._examples(cache, np.sort(halves[h]), bank(np.sort(halves[1 - h]), [2, h]), rng) for h in (0, 1)]
+        places = (lambda members: self._places(cache["feats"][members])) if self.position else (lambda members: None)
+        parts = [self._examples(cache, np.sort(halves[h]), bank(np.sort(halves[1 - h]), [2, h]),
+                                places(np.sort(halves[1 - h])), rng) for h in (0, 1)]
         x_fit = np.concatenate([p[0] for p in parts])
         y_fit = np.concatenate([p[1] for p in parts])
         self.bank_ = bank(fit, [3])
-        x_val, y_val = self._examples(cache, held, self.bank_, rng) if len(held) else (None, None)
+        self.places_ = places(fit)
+        x_val, y_val = self._examples(cache, held, self.bank_, self.places_, rng) if len(held) else (None, None)
         params = {k: v for k, v in sorted(self.get_params().items()) if k != "checkpoint_dir"}
         run_id = fingerprint(params, torch.from_numpy(x_fit), torch.from_numpy(y_fit))
         self._head, self.history_, self.resumed_from_epoch_ = self._optimise(x_fit, y_fit, x_val, y_val,
@@ -369,8 +408,10 @@ class FeatureDiscriminator(BackboneDetector):
             feats, placements = self._features(batch)
             n, dim = feats.shape[:2]
             x = self._standard(feats.reshape(n, dim, -1).permute(0, 2, 1).reshape(-1, dim).numpy())
+            cells = np.tile(np.arange(gh * gw), n)
             with torch.no_grad():
-                grid = self._head(torch.from_numpy(self._inputs(x, self._index, self.bank_))).numpy()
+                grid = self._head(torch.from_numpy(self._inputs(x, self._index, self.bank_, cells,
+                                                                self.places_))).numpy()
             grid = grid.reshape(n, gh, gw)
             for i in range(n):
                 model_map = model_resolution_map(grid[i], geometry.size, float(self.smoothing_sigma),
@@ -415,6 +456,8 @@ class FeatureDiscriminator(BackboneDetector):
     def _save_state(self, directory: Path) -> dict[str, Any]:
         arrays = {f"head.{k}": v.detach().numpy() for k, v in self._head.state_dict().items()}
         arrays.update(feature_mean=self.feature_mean_, feature_std=self.feature_std_, bank=self.bank_)
+        if self.position:
+            arrays.update(place_mean=self.places_[0], place_spread=self.places_[1])
         save_arrays(directory / "state.npz", arrays)
         return {"arrays": "state.npz", "head_keys": sorted(self._head.state_dict()), **self._backbone_state(),
                 "n_train": self.n_train_, "n_held_out": self.n_held_out_,
@@ -423,11 +466,15 @@ class FeatureDiscriminator(BackboneDetector):
 
     def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
         keys = list(meta["head_keys"])
+        places = ["place_mean", "place_spread"] if self.position else []
         arrays = load_arrays(directory / meta.get("arrays", "state.npz"),
-                             [f"head.{k}" for k in keys] + ["feature_mean", "feature_std", "bank"])
+                             [f"head.{k}" for k in keys] + ["feature_mean", "feature_std", "bank"] + places)
         self.feature_mean_, self.feature_std_ = arrays["feature_mean"], arrays["feature_std"]
         self.bank_ = np.ascontiguousarray(arrays["bank"], dtype=np.float32)
-        head = _Head(int(self.feature_mean_.shape[0]), int(self.hidden_dim), 2 if self.residual else 1)
+        self.places_ = (np.ascontiguousarray(arrays["place_mean"], dtype=np.float32),
+                        np.ascontiguousarray(arrays["place_spread"], dtype=np.float32)) if self.position else None
+        inputs = 1 + int(self.residual) + int(self.position)
+        head = _Head(int(self.feature_mean_.shape[0]), int(self.hidden_dim), inputs)
         head.load_state_dict({k: torch.from_numpy(np.array(arrays[f"head.{k}"])) for k in keys})
         head.eval()
         self._head = head

@@ -247,8 +247,9 @@ class DiscriminatorGraph(nn.Module):
 
     Patch features standardised with the goods' statistics, with the residual to the nearest
     bank patch beside them (searched as :func:`_nearest`) unless the model feeds the feature
-    alone, then the adaptor and discriminator (batch norm in its inference form); the logit
-    map smoothed, the image score its maximum.
+    alone, and the residual to the goods at the same grid cell where it feeds that; then
+    the adaptor and discriminator (batch norm in its inference form); the logit map
+    smoothed, the image score its maximum.
     """
 
     def __init__(self, detector) -> None:
@@ -262,13 +263,21 @@ class DiscriminatorGraph(nn.Module):
         if self.residual:
             self.register_buffer("bank", _const(detector.bank_))
             self.register_buffer("bank_sq", (self.bank * self.bank).sum(dim=1))
+        self.position = bool(getattr(detector, "position", False))
+        if self.position:
+            self.register_buffer("place_mean", _const(detector.places_[0]))
+            self.register_buffer("place_spread", _const(detector.places_[1]))
         self.head = detector._head.eval()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (self.grid(self.backbone(pixels)) - self.mean) / self.std  # (N, P, D)
+        parts = [x]
         if self.residual:
             _, index = _nearest(x, self.bank, self.bank_sq)
-            x = torch.cat([x, x - self.bank[index]], dim=2)
+            parts.append(x - self.bank[index])
+        if self.position:
+            parts.append((x - self.place_mean) / self.place_spread)
+        x = torch.cat(parts, dim=2) if len(parts) > 1 else x
         n, cells, width = x.shape
         logits = self.head(x.reshape(-1, width)).reshape(-1, cells)
         model_map = self.map_head(logits)
