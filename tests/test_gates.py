@@ -90,3 +90,33 @@ def test_confirmed_feedback_only_on_rejected_parts(app):
     assert good["verdict"] == "GOOD"
     r = client.post(f"/api/v1/inspections/{good['inspection_id']}/feedback", json={"kind": "confirmed"})
     assert r.status_code == 409
+
+
+def test_the_command_line_promotes_through_the_same_gate(app, tmp_path, monkeypatch, capsys):
+    from anomaly.cli.main import main
+
+    for key in ("ANOMALY_DATABASE_URL", "ANOMALY_DATABASE_SCHEMA", "ANOMALY_STORE", "ANOMALY_INSTANCE_PATH",
+                "ANOMALY_PRELOAD_MODELS", "ANOMALY_MQTT_PUBLISHER"):
+        monkeypatch.delenv(key, raising=False)  # restored after the test: the command sets them in-process
+    client = app.test_client()
+    bad = make_part(np.random.default_rng(5))
+    bad[30:50, 55:75] = 250
+    ng = _score(client, bad)
+    assert client.post(f"/api/v1/inspections/{ng['inspection_id']}/feedback",
+                       json={"kind": "confirmed"}).status_code == 201
+    blind = _new_version(client, t_review=1500.0, t_ng=1900.0)
+    store, db_url = app.config["STORE"], app.config["DATABASE_URL"]
+    common = ["--store", store, "--db-url", db_url, "--instance", app.config["INSTANCE_PATH"]]
+
+    assert main(["models", "promote", "tiny", str(blind), *common]) == 2
+    err = capsys.readouterr().err
+    assert '"gate_failed"' in err and ng["inspection_id"] in err
+    assert client.get("/api/v1/models/tiny").get_json()["production"] == 1
+
+    assert main(["models", "promote", "tiny", str(blind), *common, "--force"]) == 0
+    assert '"forced": true' in capsys.readouterr().out
+    assert client.get("/api/v1/models/tiny").get_json()["production"] == blind
+    with app.extensions["anomaly_db"].session() as s:
+        rows = s.scalars(sa.select(PromotionGate).order_by(PromotionGate.id)).all()
+    assert [(r.passed, r.forced, r.promoted) for r in rows] == [(False, False, False), (False, True, True)]
+    assert rows[-1].by.startswith("cli:")

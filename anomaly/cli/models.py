@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
+import os
+from pathlib import Path
 
 from anomaly.calibration import Calibration
 from anomaly.cli.common import add_store_option, open_store, print_json
@@ -21,9 +24,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("name")
     a.add_argument("--version", type=int, help="default: production")
     a.set_defaults(func=run_show)
-    a = actions.add_parser("promote", help="mark a version for production")
+    a = actions.add_parser(
+        "promote", help="mark a version for production (through its gate when the service's database is given)",
+        description="Put a version in production. Given the service's records database (--db-url or --instance, "
+                    "or ANOMALY_DATABASE_URL / ANOMALY_INSTANCE_PATH), it must pass the promotion gate the service "
+                    "applies: flag every part the line confirmed defective and meet its false-reject target; "
+                    "--force promotes anyway and is recorded. Without one there is no regression set to check, "
+                    "and it says so.")
     a.add_argument("name")
     a.add_argument("version", type=int)
+    a.add_argument("--db-url", help="the service's records database URL")
+    a.add_argument("--db-schema", help="PostgreSQL schema of the service's tables")
+    a.add_argument("--instance", type=Path, help="the service's instance folder (config.py, database, archive)")
+    a.add_argument("--force", action="store_true", help="promote even if the gate fails (recorded as forced)")
     a.set_defaults(func=run_promote)
     a = actions.add_parser("rollback", help="return production to the previous version")
     a.add_argument("name")
@@ -67,8 +80,38 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_promote(args: argparse.Namespace) -> int:
     store = _store(args)
-    store.promote(args.name, args.version)
-    print_json({"name": args.name, "production": store.production(args.name)})
+    if not (args.db_url or args.instance or os.environ.get("ANOMALY_DATABASE_URL")
+            or os.environ.get("ANOMALY_INSTANCE_PATH")):
+        store.promote(args.name, args.version)
+        logging.getLogger(__name__).warning("no records database given: version %s of %s promoted without a gate "
+                                            "(the confirmed defective parts live in the service's database)",
+                                            args.version, args.name)
+        print_json({"name": args.name, "production": store.production(args.name), "gate": None})
+        return 0
+    return _gated_promote(args, store)
+
+
+def _gated_promote(args: argparse.Namespace, store) -> int:
+    """Promote through the service's gate (service.gates), on the service's own settings and database."""
+    settings = {"ANOMALY_DATABASE_URL": args.db_url, "ANOMALY_DATABASE_SCHEMA": args.db_schema,
+                "ANOMALY_STORE": str(store.root.resolve()),
+                "ANOMALY_INSTANCE_PATH": str(args.instance.resolve()) if args.instance else None,
+                "ANOMALY_PRELOAD_MODELS": "false", "ANOMALY_MQTT_PUBLISHER": "false"}
+    os.environ.update({k: v for k, v in settings.items() if v})
+    from service.app import create_app
+    from service.gates import gated_promote
+
+    app = create_app(preload=False)
+    try:
+        previous = store.production(args.name)
+        gate = gated_promote(app.extensions["anomaly_db"], app.extensions["anomaly_archive"], store, args.name,
+                             args.version, store.load(args.name, args.version), force=args.force,
+                             by=f"cli:{_user() or 'unknown'}")
+    finally:
+        app.extensions["anomaly_jobs"].shutdown(wait=True)
+        app.extensions["anomaly_db"].dispose()
+    print_json({"name": args.name, "production": args.version, "previous": previous, "gate": gate.to_dict(),
+                "forced": bool(args.force and not gate.passed)})
     return 0
 
 
