@@ -13,7 +13,9 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    ``discriminator-bank8192`` (residuals against 8,192 good patches instead of 2,048) and
    ``discriminator-lite2-feature-only`` (both: Lite2's features without the residual) and
    ``discriminator-position`` / ``discriminator-lite2-position`` (the default and the
-   Lite2 feature-only variant with the residual to the goods at the same grid cell);
+   Lite2 feature-only variant with the residual to the goods at the same grid cell) and
+   ``discriminator-soft`` (the residual to a softmin-weighted mean of the nearest bank
+   patches, ``residual_softness=0.05``);
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -66,7 +68,7 @@ from report import write_report  # noqa: E402
 
 OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discriminator-lite2",
         "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
-        "discriminator-position", "discriminator-lite2-position")
+        "discriminator-position", "discriminator-lite2-position", "discriminator-soft")
 PEER = "anomalib-supersimplenet"
 #: Our model name -> (registry name, parameters besides the defaults).
 VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminator": ("discriminator", {}),
@@ -77,6 +79,7 @@ VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminat
             "discriminator-lite2-feature-only": ("discriminator", {"backbone": "efficientnet_lite2",
                                                                   "image_size": 260, "residual": False}),
             "discriminator-position": ("discriminator", {"position": True}),
+            "discriminator-soft": ("discriminator", {"residual_softness": 0.05}),
             "discriminator-lite2-position": ("discriminator", {"backbone": "efficientnet_lite2", "image_size": 260,
                                                               "residual": False, "position": True})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
@@ -170,6 +173,11 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Scorer, Callable[[byte
                           "layers": layers, "backbone_sha256": digest}
 
 
+def peer_label(epochs: int) -> str:
+    """The peer's name in the summary, with its epochs: its runs of different lengths are different rows."""
+    return f"{PEER}-{int(epochs)}ep"
+
+
 # -- one run ------------------------------------------------------------------------------
 def run_one(category: MVTecCategory, model: str, seed: int, args) -> dict[str, Any]:
     import cv2
@@ -244,9 +252,15 @@ def train_time(category: MVTecCategory, n_goods: int) -> dict[str, Any]:
 
 # -- summary ------------------------------------------------------------------------------
 def summary(rows: list[dict[str, Any]], timing: dict[str, Any] | None = None) -> str:
-    """Markdown tables: accuracy per set and model (mean +- std over seeds), wins, costs."""
+    """Markdown tables: accuracy per set and model (mean +- std over seeds), wins, costs.
+
+    The peer's rows are told apart by their epochs (``anomalib-supersimplenet-30ep``).
+    """
+    rows = [{**r, "model": peer_label(r["epochs"])} if r["model"] == PEER else r for r in rows]
     sets = sorted({r["set"] for r in rows})
-    models = [m for m in (*OURS, PEER) if any(r["model"] == m for r in rows)]
+    peers = sorted({r["model"] for r in rows if r["model"].startswith(PEER)},
+                   key=lambda m: int(m.rsplit("-", 1)[1][:-2]))
+    models = [m for m in OURS if any(r["model"] == m for r in rows)] + peers
 
     def values(s: str, m: str, key: str) -> list[float]:
         return [r[key] for r in rows if r["set"] == s and r["model"] == m and r.get(key) is not None]
@@ -268,22 +282,25 @@ def summary(rows: list[dict[str, Any]], timing: dict[str, Any] | None = None) ->
     for ours in OURS[2:]:
         if ours not in models:
             continue
-        better, peer_wins, n_peer = [], 0, 0
+        better = []
         for s in sets:
             o, pc, pd = mean(s, ours), mean(s, "patchcore"), mean(s, "padim")
             if o is not None and pc is not None and pd is not None and o > max(pc, pd):
                 better.append(s)
-            if o is not None and mean(s, PEER) is not None:
-                n_peer += 1
-                peer_wins += o > mean(s, PEER)
+        versus = []
+        for label in peers:
+            played = [s for s in sets if mean(s, ours) is not None and mean(s, label) is not None]
+            won = sum(mean(s, ours) > mean(s, label) for s in played)
+            versus.append(f"higher than anomalib's SuperSimpleNet ({label.rsplit('-', 1)[1]}) on {won} of "
+                          f"{len(played)} sets")
         lines.append(f"- {ours}: higher mean image AUROC than the better of PatchCore and PaDiM on "
-                     f"{len(better)} of {len(sets)} sets ({', '.join(better) or 'none'}); higher than anomalib's "
-                     f"SuperSimpleNet on {peer_wins} of {n_peer} sets.")
-    peer = [r for r in rows if r["model"] == PEER]
-    if peer:
-        lines.append(f"- {PEER}: {', '.join(sorted({str(r['epochs']) for r in peer}))} epochs, seed(s) "
+                     f"{len(better)} of {len(sets)} sets ({', '.join(better) or 'none'})"
+                     + "".join(f"; {v}" for v in versus) + ".")
+    for label in peers:
+        peer = [r for r in rows if r["model"] == label]
+        lines.append(f"- {label}: {peer[0]['epochs']} epochs, seed(s) "
                      f"{', '.join(sorted({str(r['seed']) for r in peer}))}, on {len({r['set'] for r in peer})} sets "
-                     f"(each row of runs.jsonl records its steps).")
+                     f"({', '.join(sorted({r['set'] for r in peer}))}; each row of runs.jsonl records its steps).")
     lines += ["", "**Costs** (medians over seeds): training wall seconds on the set's training subset; scoring p50 "
               "per image end to end from the file's bytes, and the model's backbone floor on the same images "
               "(decode, resize, normalise, backbone forward), timed alternately:", "",
@@ -330,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"no set named {args.train_time} under {args.datasets}")
         timing_path.write_text(json.dumps(train_time(MVTecCategory(roots[0]), 200), indent=2) + "\n")
     elif not args.summary:
-        done = {(r["dataset"], r["model"], r["seed"], r["n_test"]) for r in read_rows([args.out])}
+        done = {(r["dataset"], r["model"], r["seed"], r["n_test"], r["epochs"] if r["model"] == PEER else None)
+                for r in read_rows([args.out])}
         categories = [MVTecCategory(root) for root in find_categories(args.datasets)]
         if args.sets:
             categories = [c for c in categories if c.name in set(args.sets)]
@@ -338,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             for category in categories:
                 n_test = len(test_subset(category, args.max_test))
                 for model in models:
-                    if (str(category.root), model, seed, n_test) in done:
+                    if (str(category.root), model, seed, n_test, args.epochs if model == PEER else None) in done:
                         continue
                     row = run_one(category, model, seed, args)
                     with args.out.open("a") as f:

@@ -62,6 +62,29 @@ def test_residual_to_the_goods_at_each_cell_finds_the_pasted_defect_and_survives
     np.testing.assert_array_equal(load_bundle(tmp_path / "bundle").detector.score(images).scores, result.scores)
 
 
+def test_soft_weights_share_a_tie_and_move_little_with_a_rounding():
+    from anomaly.detectors.discriminator import soft_weights
+
+    tie = soft_weights(np.array([[3.0, 3.0, 5.0]], np.float32), temperature=1.0)
+    assert tie[0, 0] == pytest.approx(tie[0, 1]) and tie[0, 2] < 1e-6
+    nudged = soft_weights(np.array([[3.0, 3.0 + 1e-6, 5.0]], np.float32), temperature=1.0)
+    assert np.abs(nudged - tie).max() < 1e-4  # a hard choice would move a whole weight of 1
+    clear = soft_weights(np.array([[1.0, 3.0]], np.float32), temperature=0.1)
+    assert clear[0, 0] == pytest.approx(1.0)
+
+
+def test_soft_residual_finds_the_pasted_defect_and_survives_the_bundle(good_parts, test_parts, tmp_path):
+    from anomaly.bundle import load_bundle, save_bundle
+
+    images, mask = test_parts
+    model = create_detector("discriminator", {**FAST, "residual_softness": 0.05}).fit(good_parts)
+    assert model.residual_scale_ > 0
+    result = model.score(images)
+    assert result.scores[3:].min() > result.scores[:3].max()
+    save_bundle(model, tmp_path / "bundle")
+    np.testing.assert_array_equal(load_bundle(tmp_path / "bundle").detector.score(images).scores, result.scores)
+
+
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(good_parts, test_parts,
                                                                                         tmp_path, monkeypatch):
     images, _ = test_parts

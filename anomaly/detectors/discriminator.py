@@ -12,6 +12,11 @@ never collected.
   can learn which departures from the nearest good patch are defects and which are the
   spread of good parts. SimpleNet feeds the feature alone (``residual=False``); what each
   input scores and costs is measured side by side in ``benchmarks/discriminator.py``.
+* With ``residual_softness > 0`` the residual is to a softmin-weighted mean of the
+  :data:`SOFT_NEIGHBOURS` nearest bank patches instead of the nearest one: where two bank
+  patches are equally near (to float precision), the hard choice is a jump that another
+  runtime or CPU can land on the other side of (``benchmarks/export_ties.py``), and the
+  weights make it continuous.
 * With ``position=True`` also its residual to the goods at the same place: the feature
   minus the goods' mean at that grid cell over their spread there (PaDiM's per-position
   statistics, diagonal). Aligned parts (a grid, a cell, a machined surface) vary little at
@@ -78,12 +83,27 @@ TRAIN_SEED_OFFSET = 7919
 COVERED = 0.25
 #: Dimension of the random projection the coreset selection measures distances in.
 CORESET_PROJECTION = 64
+#: Bank patches the soft residual (``residual_softness > 0``) weighs.
+SOFT_NEIGHBOURS = 4
+#: Most good patches measured for the soft residual's distance scale.
+SCALE_SAMPLE = 8192
 #: Images' worth of the overall spread (1) that each grid cell's spread is shrunk towards.
 POSITION_PRIOR = 4.0
 #: Training examples per optimiser step.
 STEP = 1024
 CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_FORMAT = "anomaly-discriminator-checkpoint-1"
+
+
+def soft_weights(dist: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmin weights ``(n, k)`` of ascending distances ``(n, k)``: ``exp(-(d_j^2 - d_1^2) / temperature)``.
+
+    Continuous in the distances, so two equally near neighbours share the weight instead of
+    one of them taking it all by a rounding.
+    """
+    d2 = dist.astype(np.float64) ** 2
+    w = np.exp(-(d2 - d2[:, :1]) / temperature)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class _Head(nn.Module):
@@ -133,6 +153,9 @@ class FeatureDiscriminator(BackboneDetector):
             is not supported).
         residual: Feed the residual to the nearest good patch beside the feature (``False``:
             the feature alone, as SimpleNet; kept to measure what the residual brings).
+        residual_softness: ``0``: the residual to the nearest bank patch; ``> 0``: to the mean
+            of the :data:`SOFT_NEIGHBOURS` nearest weighted by ``exp(-(d_j^2 - d_1^2) / (s
+            m))``, ``m`` the goods' median squared nearest distance (see the module docstring).
         position: Also feed the residual to the goods at the same grid cell, over their
             spread there (see the module docstring).
         hidden_dim: Width of the discriminator's hidden layer.
@@ -155,6 +178,7 @@ class FeatureDiscriminator(BackboneDetector):
     layers: Sequence[int] = (2, 3)
     patch_size: int = 3
     residual: bool = True
+    residual_softness: float = 0.0
     position: bool = False
     hidden_dim: int = 256
     bank_size: int = 2048
@@ -176,6 +200,8 @@ class FeatureDiscriminator(BackboneDetector):
                 raise InvalidParameterError(f"{key} must be >= 1, got {getattr(self, key)}")
         if int(self.synthetic_per_image) < 0:
             raise InvalidParameterError(f"synthetic_per_image must be >= 0, got {self.synthetic_per_image}")
+        if not float(self.residual_softness) >= 0:
+            raise InvalidParameterError(f"residual_softness must be >= 0, got {self.residual_softness}")
         if not float(self.noise_std) > 0 or not float(self.learning_rate) > 0:
             raise InvalidParameterError("noise_std and learning_rate must be > 0")
         if not 0.0 <= float(self.held_out_share) < 0.5:
@@ -264,15 +290,38 @@ class FeatureDiscriminator(BackboneDetector):
         """
         parts = [x]
         if self.residual:
-            # In chunks that NearestNeighbours searches with one torch product: faiss, from
-            # about 1,000 queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
-            idx = np.concatenate([nn_index.search(x[start : start + SMALL_QUERY_BATCH], 1)[1][:, 0]
-                                  for start in range(0, len(x), SMALL_QUERY_BATCH)])
-            parts.append(x - bank[idx])
+            parts.append(x - self._nearest_patch(x, nn_index, bank))
         if self.position:
             mean, spread = places
             parts.append((x - mean[cells]) / spread[cells])
         return np.concatenate(parts, axis=1) if len(parts) > 1 else x
+
+    def _residual_scale(self, feats: np.ndarray, bank: np.ndarray) -> float:
+        """Median squared distance of the goods' patches ``(m, P, D)`` to their nearest in ``bank`` (another half's).
+
+        At most :data:`SCALE_SAMPLE` patches, evenly spaced, are measured.
+        """
+        x = self._standard(feats.reshape(-1, feats.shape[-1]))
+        x = x[:: max(1, len(x) // SCALE_SAMPLE)]
+        index = NearestNeighbours().fit(bank)
+        dist = np.concatenate([index.search(x[start : start + SMALL_QUERY_BATCH], 1)[0][:, 0]
+                               for start in range(0, len(x), SMALL_QUERY_BATCH)])
+        return max(float(np.median(dist.astype(np.float64) ** 2)), 1e-12)
+
+    def _nearest_patch(self, x: np.ndarray, nn_index: NearestNeighbours, bank: np.ndarray) -> np.ndarray:
+        """``(n, D)``: each row's nearest bank patch, or the softmin-weighted mean of its nearest few."""
+        soft = float(self.residual_softness) > 0
+        k = min(SOFT_NEIGHBOURS, len(bank)) if soft else 1
+        # In chunks that NearestNeighbours searches with one torch product: faiss, from
+        # about 1,000 queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
+        found = [nn_index.search(x[start : start + SMALL_QUERY_BATCH], k)
+                 for start in range(0, len(x), SMALL_QUERY_BATCH)]
+        dist = np.concatenate([f[0] for f in found])
+        idx = np.concatenate([f[1] for f in found])
+        if not soft:
+            return bank[idx[:, 0]]
+        weights = soft_weights(dist, float(self.residual_softness) * self.residual_scale_)
+        return np.einsum("nk,nkd->nd", weights, bank[idx]).astype(np.float32)
 
     def _examples(self, cache: dict[str, Any], members: np.ndarray, bank: np.ndarray,
                   places: tuple[np.ndarray, np.ndarray] | None,
@@ -311,8 +360,11 @@ class FeatureDiscriminator(BackboneDetector):
         bank = (lambda members, key: self._bank(cache["feats"][members], [seed, *key])) if self.residual \
             else (lambda members, key: np.zeros((0, flat.shape[1]), np.float32))
         places = (lambda members: self._places(cache["feats"][members])) if self.position else (lambda members: None)
-        parts = [self._examples(cache, np.sort(halves[h]), bank(np.sort(halves[1 - h]), [2, h]),
-                                places(np.sort(halves[1 - h])), rng) for h in (0, 1)]
+        banks = [bank(np.sort(halves[1 - h]), [2, h]) for h in (0, 1)]
+        self.residual_scale_ = self._residual_scale(cache["feats"][np.sort(halves[0])], banks[0]) \
+            if self.residual and float(self.residual_softness) > 0 else 1.0
+        parts = [self._examples(cache, np.sort(halves[h]), banks[h], places(np.sort(halves[1 - h])), rng)
+                 for h in (0, 1)]
         x_fit = np.concatenate([p[0] for p in parts])
         y_fit = np.concatenate([p[1] for p in parts])
         self.bank_ = bank(fit, [3])
@@ -462,6 +514,7 @@ class FeatureDiscriminator(BackboneDetector):
         return {"arrays": "state.npz", "head_keys": sorted(self._head.state_dict()), **self._backbone_state(),
                 "n_train": self.n_train_, "n_held_out": self.n_held_out_,
                 "n_synthetic_patches": self.n_synthetic_patches_, "history": self.history_,
+                "residual_scale": float(self.residual_scale_),
                 "resumed_from_epoch": self.resumed_from_epoch_}
 
     def _load_state(self, directory: Path, meta: dict[str, Any]) -> None:
@@ -480,6 +533,7 @@ class FeatureDiscriminator(BackboneDetector):
         self._head = head
         self.n_train_, self.n_held_out_ = int(meta.get("n_train", 0)), int(meta.get("n_held_out", 0))
         self.n_synthetic_patches_ = int(meta.get("n_synthetic_patches", 0))
+        self.residual_scale_ = float(meta.get("residual_scale", 1.0))
         self.history_ = list(meta.get("history") or [])
         self.resumed_from_epoch_ = int(meta.get("resumed_from_epoch", 0))
         self._set_backbone_from_meta(meta)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from anomaly.detectors.deep import BackboneDetector
+from anomaly.detectors.discriminator import SOFT_NEIGHBOURS
 from anomaly.errors import ExportError
 from anomaly.features.patches import layer_axis_operators
 from anomaly.knn import RERANK
@@ -132,6 +133,22 @@ def _nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -
     exact = torch.sqrt((diff * diff).sum(dim=3))
     best = exact.argmin(dim=2, keepdim=True)  # the first of equals, as the bundle's stable sort
     return exact.gather(2, best)[:, :, 0], candidates.gather(2, best)[:, :, 0]
+
+
+def _nearest_k(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest bank rows by exact ``|q - b|`` among ``k +`` :data:`RERANK` candidates, as
+    :meth:`anomaly.knn.NearestNeighbours.search` with ``k`` gives them.
+
+    Returns:
+        ``(N, P, k)`` ascending distances and ``(N, P, k)`` int64 indices.
+    """
+    wanted = min(k + RERANK, int(bank.shape[0]))
+    candidates = torch.topk(bank_sq - 2.0 * torch.matmul(queries, bank.T), wanted, dim=2, largest=False).indices
+    diff = bank[candidates] - queries.unsqueeze(2)
+    exact = torch.sqrt((diff * diff).sum(dim=3))
+    dist, order = torch.topk(exact, k, dim=2, largest=False)
+    return dist, candidates.gather(2, order)
 
 
 def _eq7(queries: torch.Tensor, dist: torch.Tensor, index: torch.Tensor, bank: torch.Tensor,
@@ -260,6 +277,9 @@ class DiscriminatorGraph(nn.Module):
         self.register_buffer("mean", _const(detector.feature_mean_))
         self.register_buffer("std", _const(detector.feature_std_))
         self.residual = bool(detector.residual)
+        softness = float(getattr(detector, "residual_softness", 0.0))
+        self.soft_k = min(SOFT_NEIGHBOURS, len(detector.bank_)) if self.residual and softness > 0 else 0
+        self.temperature = softness * float(getattr(detector, "residual_scale_", 1.0))
         if self.residual:
             self.register_buffer("bank", _const(detector.bank_))
             self.register_buffer("bank_sq", (self.bank * self.bank).sum(dim=1))
@@ -272,7 +292,11 @@ class DiscriminatorGraph(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (self.grid(self.backbone(pixels)) - self.mean) / self.std  # (N, P, D)
         parts = [x]
-        if self.residual:
+        if self.soft_k:  # the softmin-weighted mean of the nearest few (FeatureDiscriminator._nearest_patch)
+            dist, index = _nearest_k(x, self.bank, self.bank_sq, self.soft_k)
+            weights = torch.softmax(-(dist * dist) / self.temperature, dim=2)  # (N, P, k)
+            parts.append(x - (weights.unsqueeze(3) * self.bank[index]).sum(dim=2))
+        elif self.residual:
             _, index = _nearest(x, self.bank, self.bank_sq)
             parts.append(x - self.bank[index])
         if self.position:
