@@ -21,7 +21,7 @@ from service.limits import check_room
 from service.auth import UNSAFE_METHODS, check_same_origin, current_principal, key_from_headers, require
 from service.db import Database
 from service.errors import BadRequestError, ConflictError, ModelNotReadyError, NotFoundError, UnsupportedMediaTypeError
-from service.jobs import TrainingJobs, TrainingRequest, check_training, feedback_training_images
+from service.jobs import SCORE, TrainingJobs, TrainingRequest, check_training, feedback_training_images
 from service.records import (RecordFilter, add_feedback, feedback_answer, get_inspection, parse_limit, parse_time,
                              query_inspections, yield_by_day)
 from service.registry import ModelRegistry
@@ -370,6 +370,28 @@ def score(name: str) -> tuple[Response, int]:
     return jsonify(item), 200
 
 
+def _images_with_part_ids(most: int, what: str) -> tuple[list[Any], list[str | None]]:
+    """A multipart request's ``images`` fields and their ``part_id`` fields (one per image, or none).
+
+    Raises:
+        UnsupportedMediaTypeError: not multipart/form-data (415).
+        BadRequestError: no images, more than ``most``, or part ids that do not pair with them (400).
+    """
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaTypeError(f"send the images as multipart/form-data (fields 'images'), "
+                                        f"got {request.mimetype or 'no content type'}")
+    uploads = request.files.getlist("images")
+    if not uploads:
+        raise BadRequestError("no multipart fields 'images'")
+    if len(uploads) > most:
+        raise BadRequestError(f"at most {most} {what}, got {len(uploads)}")
+    part_ids = request.form.getlist("part_id")
+    if part_ids and len(part_ids) != len(uploads):
+        raise BadRequestError(f"give one part_id per image or none: {len(part_ids)} part_id for "
+                              f"{len(uploads)} images")
+    return uploads, [check_part_id(p) for p in part_ids] if part_ids else [None] * len(uploads)
+
+
 @bp.post("/models/<name>/score-batch")
 @require("score")
 def score_batch(name: str) -> tuple[Response, int]:
@@ -378,19 +400,8 @@ def score_batch(name: str) -> tuple[Response, int]:
     config = current_app.config
     request.max_content_length = min(int(config["MAX_UPLOAD_BYTES"]),
                                      int(config["MAX_BATCH"]) * (int(config["MAX_IMAGE_BYTES"]) + MULTIPART_SLACK))
-    if request.mimetype != "multipart/form-data":
-        raise UnsupportedMediaTypeError(f"send the images as multipart/form-data (fields 'images'), "
-                                        f"got {request.mimetype or 'no content type'}")
-    uploads = request.files.getlist("images")
-    if not uploads:
-        raise BadRequestError("no multipart fields 'images'")
-    if len(uploads) > int(config["MAX_BATCH"]):
-        raise BadRequestError(f"at most {config['MAX_BATCH']} parts per batch, got {len(uploads)}")
-    part_ids = request.form.getlist("part_id")
-    if part_ids and len(part_ids) != len(uploads):
-        raise BadRequestError(f"give one part_id per image or none: {len(part_ids)} part_id for "
-                              f"{len(uploads)} images")
-    parts = [Part(upload.read(), check_part_id(part_ids[i] if part_ids else None)) for i, upload in enumerate(uploads)]
+    uploads, part_ids = _images_with_part_ids(int(config["MAX_BATCH"]), "parts per batch")
+    parts = [Part(upload.read(), part_id) for upload, part_id in zip(uploads, part_ids)]
     version = parse_int(_option("version"), field="version", minimum=1)
     return_map = parse_bool(_option("return_map"), field="return_map")
     return_overlay = parse_bool(_option("return_overlay"), field="return_overlay")
@@ -456,6 +467,37 @@ def train_version(name: str) -> tuple[Response, int, dict[str, str]]:
         promote=promote_when_done, client=current_principal().name, extra_images=len(extra)))
     location = url_for("api.show_job", job_id=job["job_id"])
     job["status_url"] = location
+    return jsonify(job), 202, {"Location": location}
+
+
+@bp.post("/models/<name>/score-jobs")
+@require("score")
+def score_job(name: str) -> tuple[Response, int, dict[str, str]]:
+    """Queue a scoring job: many parts judged and recorded by a job worker, one batch id; poll the job."""
+    from anomaly.imageio import decode_image
+    from anomaly.training import TrainingOptions
+
+    name = _checked_name(name)
+    config = current_app.config
+    request.max_content_length = int(config["MAX_UPLOAD_BYTES"])
+    uploads, part_ids = _images_with_part_ids(int(config["MAX_TRAIN_IMAGES"]), "images per scoring job")
+    version = parse_int(request.form.get("version"), field="version", minimum=1)
+    _registry().resolve_version(name, version)  # 404 now, not in the job
+    images = []
+    for i, upload in enumerate(uploads):
+        data = upload.read()
+        decode_image(data, max_pixels=int(config["MAX_PIXELS"]), max_bytes=int(config["MAX_IMAGE_BYTES"]),
+                     label=f"image {i}")  # 400/413 now, not later
+        images.append(data)
+    params: dict[str, Any] = {"version": version} if version is not None else {}
+    if any(part_ids):
+        params["part_ids"] = part_ids
+    check_training(SCORE, params, len(images))
+    job = _jobs().submit(TrainingRequest(name=name, detector=SCORE, params=params, images=images,
+                                         options=TrainingOptions(), promote=False, client=current_principal().name))
+    location = url_for("api.show_job", job_id=job["job_id"])
+    job["status_url"] = location
+    job["records_url"] = url_for("api.list_inspections", batch_id=job["job_id"])
     return jsonify(job), 202, {"Location": location}
 
 

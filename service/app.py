@@ -112,6 +112,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, preload: bool | 
         app.extensions["anomaly_jobs"] = TrainingJobs(db, store, max_workers=int(app.config["TRAINING_THREADS"]),
                                                       **limits)
     app.extensions["anomaly_jobs"].archive_root = app.config["ARCHIVE_DIR"]
+    app.extensions["anomaly_jobs"].app = app
     app.extensions["anomaly_scoring_slots"] = threading.BoundedSemaphore(int(app.config["SCORING_SLOTS"]))
     topic = VerdictTopic.from_config(app.config)
     app.extensions["anomaly_verdict_topic"] = topic

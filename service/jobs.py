@@ -18,9 +18,10 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -39,6 +40,9 @@ ACTIVE = ("queued", "running")
 AUTO = "auto"
 #: The detector name that asks to teach an existing model more goods (anomaly.adding).
 ADD = "add"
+#: The detector name of a scoring job: judge and record parts with a stored version
+#: (:func:`service.scoring.score_job_parts`), on the queue like training.
+SCORE = "score"
 #: Goods an onboarding job needs (each candidate is fitted on some and judged on the others).
 ONBOARD_MIN_IMAGES = 4
 
@@ -52,6 +56,13 @@ def check_training(detector: str, params: dict[str, Any], n_images: int) -> None
     from anomaly.detectors.registry import check_params
     from anomaly.errors import InvalidParameterError, UnknownDetectorError
 
+    if detector == SCORE:
+        extra = set(params) - {"version", "part_ids"}
+        if extra:
+            raise BadRequestError(f"a scoring job takes a version and part ids only, not {', '.join(sorted(extra))}")
+        if n_images < 1:
+            raise BadRequestError("a scoring job needs at least one image (fields 'images')")
+        return
     if detector == AUTO:
         if params:
             raise BadRequestError("onboarding (detector 'auto') chooses the parameters itself; choose a detector "
@@ -128,6 +139,8 @@ class TrainingJobs:
         self.onboard_budget_seconds = float(onboard_budget_seconds)
         #: The archive folder, where the promotion gate finds its regression set (set by the app).
         self.archive_root = "archive"
+        #: The application a scoring job records through (set by the app).
+        self.app = None
         self.host = socket.gethostname()[:255]
         self._executor = ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="training")
 
@@ -142,8 +155,9 @@ class TrainingJobs:
                 jobs as allowed (429; a fuzzing client once queued 345 jobs and 568 versions).
             StoreFullError: the model or the store has no room for another version (507).
         """
-        check_room(req.name)
-        if self._active(TrainingJobRecord.model_name, req.name) >= self.max_active_per_model:
+        if req.detector != SCORE:  # a scoring job writes no version and may run beside training
+            check_room(req.name)
+        if req.detector != SCORE and self._active_training(req.name) >= self.max_active_per_model:
             raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training job(s) "
                                    "queued or running; wait for it to finish")
         if self._active(TrainingJobRecord.client, req.client) >= self.max_active_per_client:
@@ -192,6 +206,13 @@ class TrainingJobs:
         """Whether a job for ``name`` is queued or running."""
         return self._active(TrainingJobRecord.model_name, name) > 0
 
+    def _active_training(self, name: str) -> int:
+        """Queued and running training (not scoring) jobs of model ``name``, in any worker."""
+        with self.db.session() as s:
+            return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
+                TrainingJobRecord.model_name == name, TrainingJobRecord.detector != SCORE,
+                TrainingJobRecord.status.in_(ACTIVE))) or 0)
+
     def _active(self, column: Any, value: str) -> int:
         """Queued and running jobs (in any worker) whose ``column`` is ``value``."""
         with self.db.session() as s:
@@ -220,11 +241,27 @@ class TrainingJobs:
 
         return report
 
+    @contextmanager
+    def _ending(self, job_id: str, req: TrainingRequest, what: str) -> Iterator[None]:
+        """Around a job's work: any error ends the job failed with its reason (never left "running"),
+        and the uploaded images are let go either way."""
+        try:
+            yield
+        except AnomalyError as exc:
+            self._fail(job_id, exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - a job must end failed, never hang in "running"
+            log.exception("%s job %s failed", what, job_id)
+            self._fail(job_id, "internal_error", f"{what} failed unexpectedly; the server log has the details")
+        finally:
+            req.images.clear()
+
     def _run(self, job_id: str, req: TrainingRequest) -> None:
         from anomaly.training import train_into
 
+        if req.detector == SCORE:
+            return self._score(job_id, req)
         start = time.perf_counter()
-        try:
+        with self._ending(job_id, req, "training"):
             self._update(job_id, status="running", stage="fitting", progress=0.1, started_at=utcnow())
             notes = {"trained_by": "service", "job_id": job_id, "client": req.client,
                      "feedback_images": req.extra_images}
@@ -259,13 +296,28 @@ class TrainingJobs:
             self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
                          finished_at=utcnow(), message=f"version {version} trained in {seconds:.1f} s{refused}"[:2000])
             log.info("training job %s: %s version %s in %.1f s", job_id, req.name, version, seconds)
-        except AnomalyError as exc:
-            self._fail(job_id, exc.code, str(exc))
-        except Exception:  # noqa: BLE001 - a job must end failed, never hang in "running"
-            log.exception("training job %s failed", job_id)
-            self._fail(job_id, "internal_error", "training failed unexpectedly; the server log has the details")
-        finally:
-            req.images.clear()
+
+    def _score(self, job_id: str, req: TrainingRequest) -> None:
+        """A scoring job: every part judged and recorded under the job's id as batch id, then the counts."""
+        from service.scoring import score_job_parts
+
+        start = time.perf_counter()
+        with self._ending(job_id, req, "scoring"):
+            self._update(job_id, status="running", stage="scoring", progress=0.0, started_at=utcnow())
+            if self.app is None:
+                raise RuntimeError("a scoring job needs the application (set by create_app)")
+            with self.app.app_context():
+                version, counts = score_job_parts(self.app, req.name, req.params.get("version"), req.images,
+                                                  part_ids=req.params.get("part_ids"), batch_id=job_id,
+                                                  client=req.client, report=self._listener(job_id))
+            judged = {k: v for k, v in counts.items() if v and k != "bad_image"}
+            message = (f"{sum(judged.values())} part(s) judged and recorded in {time.perf_counter() - start:.1f} s ("
+                       + ", ".join(f"{v} {k}" for k, v in judged.items()) + ")"
+                       + (f"; {counts['bad_image']} bad image(s) skipped" if counts["bad_image"] else "")
+                       + f"; the records: GET /api/v1/inspections?batch_id={job_id}")
+            self._update(job_id, status="succeeded", stage="done", progress=1.0, version=version,
+                         finished_at=utcnow(), message=message[:2000])
+            log.info("scoring job %s: %s", job_id, message)
 
     def _gated_promote(self, job_id: str, req: TrainingRequest, version: int) -> None:
         """Promote a trained version through its gate (service.gates); a refusal fails the job with the reason."""

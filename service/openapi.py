@@ -27,7 +27,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Bad request or undecodable image", 401: "API key missing or invalid",
             403: "Role not allowed or cross-site request", 404: "Unknown model, version or record",
             409: "Model not ready, or the request conflicts with the stored state",
-            413: "Body or image too large", 415: "Wrong content type", 503: "Storage unavailable; nothing stored"}
+            413: "Body or image too large", 415: "Wrong content type",
+            429: "Too many jobs queued or running for this client", 503: "Storage unavailable; nothing stored"}
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
@@ -55,6 +56,7 @@ _RECORD_FILTERS = [
     _query("version", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}, "Model version"),
     _query("verdict", VERDICT, "Verdict"),
     _query("part_id", {"type": "string", "maxLength": 128}, "Part id"),
+    _query("batch_id", {"type": "string", "maxLength": 36}, "Batch id (a score-batch answer's, or a scoring job's id)"),
     _query("since", {"type": "string", "format": "date-time"}, "From this time (ISO 8601, UTC if no offset)"),
     _query("until", {"type": "string", "format": "date-time"}, "Before this time (a bare date: through that day)"),
     _query("rejected", {"type": "boolean"}, "Only REVIEW, NG and ALIGNMENT_FAILED"),
@@ -265,6 +267,20 @@ def _paths() -> dict[str, Any]:
                                 "description": "one per image, in order"}}}}}},
             "responses": {"200": _json(_ref("Batch"), "Verdicts (all recorded)"),
                           **_errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
+        "/models/{name}/score-jobs": {"post": {
+            "summary": "Queue a scoring job: many parts judged and recorded by a job worker",
+            "operationId": "scoreJob", "parameters": [_NAME],
+            "description": "Every image is checked before the job is queued; the job records each part under the "
+                           "job's id as batch id (`GET /inspections?batch_id=...`), with its MQTT message, and ends "
+                           "with the counts by verdict in its message.",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["images"], "properties": {
+                    "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "part_id": {"type": "array", "items": {"type": "string", "maxLength": 128},
+                                "description": "one per image, in order"},
+                    "version": {"type": "integer", "minimum": 1, "description": "default: production"}}}}}},
+            "responses": {"202": _json(_ref("Job"), "The queued job (poll `status_url`)"),
+                          **_errors(400, 401, 403, 404, 413, 415, 429, 503)}}},
         "/detectors": {"get": {"summary": "Detectors a model can be trained with", "operationId": "listDetectors",
                                "responses": {"200": _json({"type": "object"}, "Detector names"),
                                              **_errors(401, 403)}}},

@@ -94,7 +94,7 @@ class AnsweredMeanwhile(Exception):
 
 def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[Part], judged: Judged, *,
            source: str, client: str, idempotency: Idempotency | None,
-           outbox: VerdictTopic | None = None) -> list[InspectionRecord]:
+           outbox: VerdictTopic | None = None, batch_id: str | None = None) -> list[InspectionRecord]:
     """Archive and record every judgement, and the request's answer if it came with a key, in one transaction.
 
     Args:
@@ -108,6 +108,8 @@ def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[P
         idempotency: The request's key, whose answer is stored with the records; None without one.
         outbox: Where verdicts go to the line; each record's message is stored in the same
             transaction (:mod:`service.outbox`). None: no messages.
+        batch_id: The batch the parts belong to (a scoring job records its parts one call at a
+            time under its own id); None: a new id for a ``batch``, none otherwise.
 
     Returns:
         The committed records, one per part, in order.
@@ -118,7 +120,8 @@ def record(db: Database, archive: Archive, model: LoadedModel, parts: Sequence[P
         IdempotencyKeyReusedError: that other request had the same key but was another request.
         StorageError: the archive or the database failed; nothing was kept (503).
     """
-    batch_id = new_id() if source == "batch" else None
+    if batch_id is None and source == "batch":
+        batch_id = new_id()
     created = utcnow()
     records = [_new_record(model, part, judgement, judged, created=created, source=source, batch_id=batch_id,
                            client=client) for part, judgement in zip(parts, judged.judgements)]

@@ -45,6 +45,7 @@ class RecordFilter:
     version: int | None = None
     verdict: str | None = None
     part_id: str | None = None
+    batch_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     rejected_only: bool = False
@@ -52,7 +53,7 @@ class RecordFilter:
 
     @classmethod
     def from_args(cls, args: Any) -> "RecordFilter":
-        """From query arguments (``model, version, verdict, part_id, since, until, rejected, feedback``)."""
+        """From query arguments (``model, version, verdict, part_id, batch_id, since, until, rejected, feedback``)."""
         verdict = args.get("verdict") or None
         if verdict is not None:
             verdict = verdict.upper()
@@ -74,6 +75,7 @@ class RecordFilter:
             version=version,
             verdict=verdict,
             part_id=args.get("part_id") or None,
+            batch_id=(args.get("batch_id") or None) and args.get("batch_id")[:36],
             since=parse_time(args.get("since"), field="since"),
             until=parse_time(args.get("until"), field="until", end_of_day=True),
             rejected_only=str(args.get("rejected", "")).lower() in ("1", "true", "yes"),
@@ -90,6 +92,8 @@ class RecordFilter:
             clauses.append(InspectionRecord.verdict == self.verdict)
         if self.part_id:
             clauses.append(InspectionRecord.part_id == self.part_id)
+        if self.batch_id:
+            clauses.append(InspectionRecord.batch_id == self.batch_id)
         if self.since:
             clauses.append(InspectionRecord.created_at >= self.since)
         if self.until:

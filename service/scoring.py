@@ -18,9 +18,11 @@ is a judgement too: it is recorded with the verdict ``ALIGNMENT_FAILED``.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from flask import current_app
+
+from anomaly.errors import ImageTooLargeError, InvalidImageError
 
 from service.answering import answer, draw, inspection_answer
 from service.archive import Archive
@@ -108,6 +110,53 @@ def score_parts(name: str, version: int | None, parts: Sequence[Part], *, source
     count(app.extensions["anomaly_metrics"], registry, model, judged, records)
     return answer(model, records, pictures, judged=judged, store_seconds=store_seconds, started=start,
                   return_map=return_map, return_overlay=return_overlay)
+
+
+def score_job_parts(app: Any, name: str, version: int | None, images: Sequence[bytes], *,
+                    part_ids: Sequence[str | None] | None = None, batch_id: str, client: str,
+                    report: Callable[[str, int, int], None] | None = None) -> tuple[int, dict[str, int]]:
+    """Judge and record the parts of a scoring job one at a time, all under ``batch_id``.
+
+    The same verdict path as a request (judging, archive, record, MQTT outbox, drift tests,
+    metrics); a part whose image is bad is counted and skipped, not the end of the batch.
+
+    Args:
+        app: The application whose registry, database, archive and outbox are used.
+        name: Model name.
+        version: Model version; None for the production version (read once, at the start).
+        images: Encoded images, in order.
+        part_ids: The line's id of each part (checked when the job was asked for); None: none.
+        batch_id: The batch id of every record (the job's id).
+        client: Who asked (recorded).
+        report: Progress callback ``(step, done, total)``.
+
+    Returns:
+        The version that judged, and counts by verdict (``GOOD``, ``REVIEW``, ``NG``,
+        ``ALIGNMENT_FAILED``) and ``bad_image``.
+
+    Raises:
+        ModelNotFoundError, ModelNotReadyError: no such model or version.
+        StorageError: a part's record could not be committed (the parts before it are kept).
+    """
+    registry: ModelRegistry = app.extensions["anomaly_registry"]
+    model = registry.get(name, version)
+    counts = {"GOOD": 0, "REVIEW": 0, "NG": 0, "ALIGNMENT_FAILED": 0, "bad_image": 0}
+    for i, data in enumerate(images):
+        part = Part(data, part_ids[i] if part_ids else None)
+        try:
+            judged = judge(model, [part], max_pixels=int(app.config["MAX_PIXELS"]),
+                           max_bytes=int(app.config["MAX_IMAGE_BYTES"]))
+        except (InvalidImageError, ImageTooLargeError):
+            counts["bad_image"] += 1
+            continue
+        records = record(app.extensions["anomaly_db"], app.extensions["anomaly_archive"], model, [part], judged,
+                         source="batch", client=client, idempotency=None, batch_id=batch_id,
+                         outbox=app.extensions.get("anomaly_verdict_topic"))
+        count(app.extensions["anomaly_metrics"], registry, model, judged, records)
+        counts[records[0].verdict] = counts.get(records[0].verdict, 0) + 1
+        if report is not None:
+            report("scoring", i + 1, len(images))
+    return model.version, counts
 
 
 def count(metrics: Metrics, registry: ModelRegistry, model: LoadedModel, judged: Judged,

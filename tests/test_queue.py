@@ -144,3 +144,31 @@ def test_an_unreachable_queue_fails_the_request_visibly(store, tmp_path):
         assert jobs and jobs[0]["status"] == "failed" and jobs[0]["error_code"] == "queue_unavailable"
     finally:
         app.extensions["anomaly_db"].dispose()
+
+
+def _parts() -> tuple[list[tuple], list[str]]:
+    """Three goods and one part with a bright square (NG), with their part ids."""
+    rng = np.random.default_rng(21)
+    images = [make_part(rng) for _ in range(4)]
+    images[3][30:50, 55:75] = 250
+    return [(io.BytesIO(png_bytes(im)), f"p{i}.png") for i, im in enumerate(images)], [f"P-{i}" for i in range(4)]
+
+
+def test_a_worker_process_scores_a_queued_batch_into_records(app, tmp_path):
+    client = app.test_client()
+    files, ids = _parts()
+    r = client.post("/api/v1/models/tiny/score-jobs", data={"images": files, "part_id": ids},
+                    content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    assert job["status"] == "queued" and job["detector"] == "score"
+    worker = _worker(app, tmp_path, burst=True)
+    assert worker.wait(timeout=300) == 0, _output(tmp_path)
+    done = _poll(client, job["job_id"], lambda j: j["status"] not in ("queued", "running"))
+    assert done["status"] == "succeeded" and done["version"] == 1, done
+    assert "4 part(s) judged and recorded" in done["message"] and "1 NG" in done["message"], done
+    items = client.get(job["records_url"]).get_json()["items"]
+    verdicts = {i["part_id"]: i["verdict"] for i in items}
+    assert sorted(verdicts) == ids and verdicts["P-3"] == "NG"
+    assert all(verdicts[p] != "NG" for p in ids[:3])  # the goods pass (GOOD, at worst REVIEW)
+    assert {i["batch_id"] for i in items} == {job["job_id"]}

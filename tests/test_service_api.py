@@ -464,3 +464,32 @@ def test_request_handling_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_scoring_job_records_every_part_under_its_id(client, part_png, defect_png):
+    import time
+
+    files = [(io.BytesIO(part_png), "a.png"), (io.BytesIO(defect_png), "b.png")]
+    r = client.post("/api/v1/models/tiny/score-jobs", data={"images": files, "part_id": ["A-1", "B-2"]},
+                    content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    deadline = time.monotonic() + 120
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.get(job["status_url"]).get_json()
+    assert job["status"] == "succeeded" and job["version"] == 1, job
+    items = client.get(f"/api/v1/inspections?batch_id={job['job_id']}").get_json()["items"]
+    assert {i["part_id"]: i["verdict"] for i in items}["B-2"] == "NG" and len(items) == 2
+
+
+def test_a_scoring_job_refuses_what_it_could_not_do_before_it_is_queued(client, part_png):
+    def post(name="tiny", **data):
+        return client.post(f"/api/v1/models/{name}/score-jobs", data=data, content_type="multipart/form-data")
+
+    assert post(images=[(io.BytesIO(b"not an image"), "x.png")]).get_json()["code"] == "invalid_image"
+    assert post().status_code == 400  # no images
+    assert post(name="nope", images=[(io.BytesIO(part_png), "a.png")]).status_code == 404
+    assert post(images=[(io.BytesIO(part_png), "a.png")], version="9").status_code == 404
+    r = post(images=[(io.BytesIO(part_png), "a.png")], part_id=["x", "y"])
+    assert r.status_code == 400 and "part_id" in r.get_json()["message"]
