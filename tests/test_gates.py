@@ -120,3 +120,17 @@ def test_the_command_line_promotes_through_the_same_gate(app, tmp_path, monkeypa
         rows = s.scalars(sa.select(PromotionGate).order_by(PromotionGate.id)).all()
     assert [(r.passed, r.forced, r.promoted) for r in rows] == [(False, False, False), (False, True, True)]
     assert rows[-1].by.startswith("cli:")
+
+
+def test_the_command_line_says_so_when_the_database_is_down(app, monkeypatch, capsys):
+    from anomaly.cli.main import main
+
+    for key in ("ANOMALY_DATABASE_URL", "ANOMALY_DATABASE_SCHEMA", "ANOMALY_STORE", "ANOMALY_INSTANCE_PATH",
+                "ANOMALY_PRELOAD_MODELS", "ANOMALY_MQTT_PUBLISHER"):
+        monkeypatch.delenv(key, raising=False)
+    blind = _new_version(app.test_client(), t_review=1500.0, t_ng=1900.0)
+    down = "postgresql://nobody@127.0.0.1:1/none"  # nothing listens on port 1
+    assert main(["models", "promote", "tiny", str(blind), "--store", app.config["STORE"], "--db-url", down]) == 2
+    err = capsys.readouterr().err
+    assert '"storage_unavailable"' in err and "production is version 1" in err and "Traceback" not in err
+    assert app.test_client().get("/api/v1/models/tiny").get_json()["production"] == 1

@@ -98,18 +98,27 @@ def _gated_promote(args: argparse.Namespace, store) -> int:
                 "ANOMALY_INSTANCE_PATH": str(args.instance.resolve()) if args.instance else None,
                 "ANOMALY_PRELOAD_MODELS": "false", "ANOMALY_MQTT_PUBLISHER": "false"}
     os.environ.update({k: v for k, v in settings.items() if v})
+    import sqlalchemy as sa
+
     from service.app import create_app
+    from service.errors import StorageError
     from service.gates import gated_promote
 
-    app = create_app(preload=False)
+    bundle = store.load(args.name, args.version)  # an unknown version is refused before the database is touched
+    app = None
     try:
+        app = create_app(preload=False)
         previous = store.production(args.name)
         gate = gated_promote(app.extensions["anomaly_db"], app.extensions["anomaly_archive"], store, args.name,
-                             args.version, store.load(args.name, args.version), force=args.force,
-                             by=f"cli:{_user() or 'unknown'}")
+                             args.version, bundle, force=args.force, by=f"cli:{_user() or 'unknown'}")
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).splitlines()[0]
+        raise StorageError(f"the records database failed, so the gate did not finish ({reason}); production is "
+                           f"version {store.production(args.name)}") from None
     finally:
-        app.extensions["anomaly_jobs"].shutdown(wait=True)
-        app.extensions["anomaly_db"].dispose()
+        if app is not None:
+            app.extensions["anomaly_jobs"].shutdown(wait=True)
+            app.extensions["anomaly_db"].dispose()
     print_json({"name": args.name, "production": args.version, "previous": previous, "gate": gate.to_dict(),
                 "forced": bool(args.force and not gate.passed)})
     return 0
