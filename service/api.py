@@ -481,7 +481,7 @@ def score_job(name: str) -> tuple[Response, int, dict[str, str]]:
     config = current_app.config
     request.max_content_length = int(config["MAX_UPLOAD_BYTES"])
     uploads, part_ids = _images_with_part_ids(int(config["MAX_TRAIN_IMAGES"]), "images per scoring job")
-    version = parse_int(request.form.get("version"), field="version", minimum=1)
+    version = parse_int(_option("version"), field="version", minimum=1)
     _registry().resolve_version(name, version)  # 404 now, not in the job
     images = []
     for i, upload in enumerate(uploads):

@@ -107,6 +107,11 @@ class TrainingRequest:
     extra_images: int = 0
 
 
+def _training_of(name: str) -> tuple[Any, Any]:
+    """Clauses of the training jobs (not the scoring jobs) of model ``name``."""
+    return TrainingJobRecord.model_name == name, TrainingJobRecord.detector != SCORE
+
+
 def job_answer(job: TrainingJobRecord) -> dict[str, Any]:
     """The JSON form of a job."""
     return {
@@ -157,10 +162,10 @@ class TrainingJobs:
         """
         if req.detector != SCORE:  # a scoring job writes no version and may run beside training
             check_room(req.name)
-        if req.detector != SCORE and self._active_training(req.name) >= self.max_active_per_model:
-            raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training job(s) "
-                                   "queued or running; wait for it to finish")
-        if self._active(TrainingJobRecord.client, req.client) >= self.max_active_per_client:
+            if self._active(*_training_of(req.name)) >= self.max_active_per_model:
+                raise TooManyJobsError(f"model {req.name!r} already has {self.max_active_per_model} training "
+                                       "job(s) queued or running; wait for it to finish")
+        if self._active(TrainingJobRecord.client == req.client) >= self.max_active_per_client:
             raise TooManyJobsError(f"{req.client!r} already has {self.max_active_per_client} training jobs queued "
                                    "or running; wait for one to finish")
         job = TrainingJobRecord(
@@ -203,21 +208,14 @@ class TrainingJobs:
             return [job_answer(j) for j in s.scalars(stmt).all()]
 
     def active_for(self, name: str) -> bool:
-        """Whether a job for ``name`` is queued or running."""
-        return self._active(TrainingJobRecord.model_name, name) > 0
+        """Whether a training job (not a scoring job) for ``name`` is queued or running."""
+        return self._active(*_training_of(name)) > 0
 
-    def _active_training(self, name: str) -> int:
-        """Queued and running training (not scoring) jobs of model ``name``, in any worker."""
+    def _active(self, *where: Any) -> int:
+        """Queued and running jobs (in any worker) that match the clauses ``where``."""
         with self.db.session() as s:
             return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
-                TrainingJobRecord.model_name == name, TrainingJobRecord.detector != SCORE,
-                TrainingJobRecord.status.in_(ACTIVE))) or 0)
-
-    def _active(self, column: Any, value: str) -> int:
-        """Queued and running jobs (in any worker) whose ``column`` is ``value``."""
-        with self.db.session() as s:
-            return int(s.scalar(sa.select(sa.func.count()).select_from(TrainingJobRecord).where(
-                column == value, TrainingJobRecord.status.in_(ACTIVE))) or 0)
+                TrainingJobRecord.status.in_(ACTIVE), *where)) or 0)
 
     def shutdown(self, wait: bool = False) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=True)

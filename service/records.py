@@ -75,7 +75,7 @@ class RecordFilter:
             version=version,
             verdict=verdict,
             part_id=args.get("part_id") or None,
-            batch_id=(args.get("batch_id") or None) and args.get("batch_id")[:36],
+            batch_id=(args.get("batch_id") or "")[:36] or None,
             since=parse_time(args.get("since"), field="since"),
             until=parse_time(args.get("until"), field="until", end_of_day=True),
             rejected_only=str(args.get("rejected", "")).lower() in ("1", "true", "yes"),

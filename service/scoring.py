@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from flask import current_app
 
-from anomaly.errors import ImageTooLargeError, InvalidImageError
+from anomaly.errors import InvalidImageError
 
 from service.answering import answer, draw, inspection_answer
 from service.archive import Archive
@@ -146,14 +146,14 @@ def score_job_parts(app: Any, name: str, version: int | None, images: Sequence[b
         try:
             judged = judge(model, [part], max_pixels=int(app.config["MAX_PIXELS"]),
                            max_bytes=int(app.config["MAX_IMAGE_BYTES"]))
-        except (InvalidImageError, ImageTooLargeError):
+        except InvalidImageError:  # too large ones too (ImageTooLargeError)
             counts["bad_image"] += 1
-            continue
-        records = record(app.extensions["anomaly_db"], app.extensions["anomaly_archive"], model, [part], judged,
-                         source="batch", client=client, idempotency=None, batch_id=batch_id,
-                         outbox=app.extensions.get("anomaly_verdict_topic"))
-        count(app.extensions["anomaly_metrics"], registry, model, judged, records)
-        counts[records[0].verdict] = counts.get(records[0].verdict, 0) + 1
+        else:
+            records = record(app.extensions["anomaly_db"], app.extensions["anomaly_archive"], model, [part], judged,
+                             source="batch", client=client, idempotency=None, batch_id=batch_id,
+                             outbox=app.extensions.get("anomaly_verdict_topic"))
+            count(app.extensions["anomaly_metrics"], registry, model, judged, records)
+            counts[records[0].verdict] = counts.get(records[0].verdict, 0) + 1
         if report is not None:
             report("scoring", i + 1, len(images))
     return model.version, counts

@@ -95,6 +95,16 @@ CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_FORMAT = "anomaly-discriminator-checkpoint-1"
 
 
+def chunked_search(index: NearestNeighbours, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(x, k)`` in chunks of :data:`~anomaly.knn.SMALL_QUERY_BATCH` rows: ``(n, k)`` distances, indices.
+
+    NearestNeighbours searches such a chunk with one torch product; faiss, from about 1,000
+    queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
+    """
+    found = [index.search(x[start : start + SMALL_QUERY_BATCH], k) for start in range(0, len(x), SMALL_QUERY_BATCH)]
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+
 def soft_weights(dist: np.ndarray, temperature: float) -> np.ndarray:
     """Softmin weights ``(n, k)`` of ascending distances ``(n, k)``: ``exp(-(d_j^2 - d_1^2) / temperature)``.
 
@@ -303,21 +313,13 @@ class FeatureDiscriminator(BackboneDetector):
         """
         x = self._standard(feats.reshape(-1, feats.shape[-1]))
         x = x[:: max(1, len(x) // SCALE_SAMPLE)]
-        index = NearestNeighbours().fit(bank)
-        dist = np.concatenate([index.search(x[start : start + SMALL_QUERY_BATCH], 1)[0][:, 0]
-                               for start in range(0, len(x), SMALL_QUERY_BATCH)])
+        dist, _ = chunked_search(NearestNeighbours().fit(bank), x, 1)
         return max(float(np.median(dist.astype(np.float64) ** 2)), 1e-12)
 
     def _nearest_patch(self, x: np.ndarray, nn_index: NearestNeighbours, bank: np.ndarray) -> np.ndarray:
         """``(n, D)``: each row's nearest bank patch, or the softmin-weighted mean of its nearest few."""
         soft = float(self.residual_softness) > 0
-        k = min(SOFT_NEIGHBOURS, len(bank)) if soft else 1
-        # In chunks that NearestNeighbours searches with one torch product: faiss, from
-        # about 1,000 queries on, wakes BLAS threads that compete with torch's (anomaly.knn).
-        found = [nn_index.search(x[start : start + SMALL_QUERY_BATCH], k)
-                 for start in range(0, len(x), SMALL_QUERY_BATCH)]
-        dist = np.concatenate([f[0] for f in found])
-        idx = np.concatenate([f[1] for f in found])
+        dist, idx = chunked_search(nn_index, x, min(SOFT_NEIGHBOURS, len(bank)) if soft else 1)
         if not soft:
             return bank[idx[:, 0]]
         weights = soft_weights(dist, float(self.residual_softness) * self.residual_scale_)

@@ -116,6 +116,19 @@ class _MapHead(nn.Module):
         return torch.matmul(torch.matmul(self.rows, m), self.cols_t)
 
 
+def _candidates(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
+                k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k +`` :data:`RERANK` bank rows ranked nearest by ``|b|^2 - 2 q.b``, and their exact ``|q - b|``.
+
+    Returns:
+        ``(N, P, wanted)`` int64 indices and ``(N, P, wanted)`` distances.
+    """
+    wanted = min(k + RERANK, int(bank.shape[0]))
+    candidates = torch.topk(bank_sq - 2.0 * torch.matmul(queries, bank.T), wanted, dim=2, largest=False).indices
+    diff = bank[candidates] - queries.unsqueeze(2)  # (N, P, wanted, D)
+    return candidates, torch.sqrt((diff * diff).sum(dim=3))
+
+
 def _nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean distance to the nearest bank row, as :meth:`anomaly.knn.NearestNeighbours.search`
     gives it: candidates ranked by ``|b|^2 - 2 q.b``, the nearest of them by ``|q - b|``.
@@ -127,10 +140,7 @@ def _nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor) -
     Returns:
         ``(N, P)`` distances and ``(N, P)`` int64 indices.
     """
-    wanted = min(1 + RERANK, int(bank.shape[0]))
-    candidates = torch.topk(bank_sq - 2.0 * torch.matmul(queries, bank.T), wanted, dim=2, largest=False).indices
-    diff = bank[candidates] - queries.unsqueeze(2)  # (N, P, wanted, D)
-    exact = torch.sqrt((diff * diff).sum(dim=3))
+    candidates, exact = _candidates(queries, bank, bank_sq, 1)
     best = exact.argmin(dim=2, keepdim=True)  # the first of equals, as the bundle's stable sort
     return exact.gather(2, best)[:, :, 0], candidates.gather(2, best)[:, :, 0]
 
@@ -143,10 +153,7 @@ def _nearest_k(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor,
     Returns:
         ``(N, P, k)`` ascending distances and ``(N, P, k)`` int64 indices.
     """
-    wanted = min(k + RERANK, int(bank.shape[0]))
-    candidates = torch.topk(bank_sq - 2.0 * torch.matmul(queries, bank.T), wanted, dim=2, largest=False).indices
-    diff = bank[candidates] - queries.unsqueeze(2)
-    exact = torch.sqrt((diff * diff).sum(dim=3))
+    candidates, exact = _candidates(queries, bank, bank_sq, k)
     dist, order = torch.topk(exact, k, dim=2, largest=False)
     return dist, candidates.gather(2, order)
 
