@@ -15,7 +15,10 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    ``discriminator-position`` / ``discriminator-lite2-position`` (the default and the
    Lite2 feature-only variant with the residual to the goods at the same grid cell) and
    ``discriminator-soft`` (the residual to a softmin-weighted mean of the nearest bank
-   patches, ``residual_softness=0.05``);
+   patches, ``residual_softness=0.05``) and ``discriminator-fresh`` (the feature-space noise
+   drawn afresh every epoch) and ``discriminator-ascent`` /
+   ``discriminator-lite2-feature-only-ascent`` (fresh noise pushed by 5 steps of GLASS's
+   gradient ascent, ``ascent_steps=5``);
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -68,7 +71,8 @@ from report import write_report  # noqa: E402
 
 OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discriminator-lite2",
         "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
-        "discriminator-position", "discriminator-lite2-position", "discriminator-soft")
+        "discriminator-position", "discriminator-lite2-position", "discriminator-soft", "discriminator-fresh",
+        "discriminator-ascent", "discriminator-lite2-feature-only-ascent")
 PEER = "anomalib-supersimplenet"
 #: Our model name -> (registry name, parameters besides the defaults).
 VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminator": ("discriminator", {}),
@@ -81,7 +85,12 @@ VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminat
             "discriminator-position": ("discriminator", {"position": True}),
             "discriminator-soft": ("discriminator", {"residual_softness": 0.05}),
             "discriminator-lite2-position": ("discriminator", {"backbone": "efficientnet_lite2", "image_size": 260,
-                                                              "residual": False, "position": True})}
+                                                              "residual": False, "position": True}),
+            "discriminator-fresh": ("discriminator", {"fresh_noise": True}),
+            "discriminator-ascent": ("discriminator", {"ascent_steps": 5}),
+            "discriminator-lite2-feature-only-ascent": ("discriminator", {"backbone": "efficientnet_lite2",
+                                                                         "image_size": 260, "residual": False,
+                                                                         "ascent_steps": 5})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
 
 Scorer = Callable[[bytes], tuple[float, np.ndarray]]

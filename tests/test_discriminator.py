@@ -85,10 +85,11 @@ def test_soft_residual_finds_the_pasted_defect_and_survives_the_bundle(good_part
     np.testing.assert_array_equal(load_bundle(tmp_path / "bundle").detector.score(images).scores, result.scores)
 
 
+@pytest.mark.parametrize("extra", [{}, {"ascent_steps": 3}], ids=["fixed-noise", "fresh-noise-with-ascent"])
 def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(good_parts, test_parts,
-                                                                                        tmp_path, monkeypatch):
+                                                                                        tmp_path, monkeypatch, extra):
     images, _ = test_parts
-    params = {**FAST, "epochs": 6, "patience": 6}
+    params = {**FAST, "epochs": 6, "patience": 6, **extra}
     straight = create_detector("discriminator", params).fit(good_parts).score(images).scores
 
     save = module._save_checkpoint
@@ -106,6 +107,28 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupte
     assert resumed.training_meta()["resumed_from_epoch"] == 3
     assert len(resumed.training_meta()["history"]) == 6
     np.testing.assert_allclose(resumed.score(images).scores, straight, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_ascent_moves_the_noise_towards_good_within_its_shell(good_parts, test_parts):
+    import torch
+
+    images, mask = test_parts
+    model = create_detector("discriminator", {**FAST, "residual": False, "ascent_steps": 5}).fit(good_parts)
+    result = model.score(images)
+    assert result.scores[3:].min() > result.scores[:3].max()  # the pasted squares, over the goods
+    x = model._standard(model._patch_features(good_parts[:2]).reshape(-1, len(model.feature_mean_)))
+    source = module._NoiseSource(x, np.zeros(len(x), np.int64), None, np.zeros((0, x.shape[1]), np.float32), None)
+    outer = model.noise_std * np.sqrt(x.shape[1])
+    logits = {}
+    for steps in (0, 5):
+        model.ascent_steps = steps
+        noisy = model._noisy(model._head, source, torch.Generator().manual_seed(0)).numpy()
+        if steps:  # brought back into the shell the Gaussian draws lie in after every step
+            length = np.linalg.norm(noisy - x, axis=1)
+            assert length.min() >= 0.5 * outer * (1 - 1e-4) and length.max() <= outer * (1 + 1e-4)
+        with torch.no_grad():
+            logits[steps] = float(model._head(torch.from_numpy(noisy)).mean())
+    assert logits[5] < logits[0]  # the same draws, pushed to where the discriminator sees good
 
 
 def test_a_checkpoint_of_other_parameters_is_not_resumed(good_parts, tmp_path):

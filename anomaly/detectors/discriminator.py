@@ -27,7 +27,11 @@ never collected.
 * Adaptor: one linear layer from ``[feature, residual]`` to the feature width (SimpleNet's);
   discriminator: a two-layer MLP with batch norm. Its logit is the anomaly map.
 * Negatives: (a) feature space: good features plus Gaussian noise (SimpleNet), the residual
-  recomputed; (b) image space: the patches that synthetic defects of
+  recomputed; drawn once, or afresh every epoch (``fresh_noise``, as SimpleNet draws it
+  every step), optionally pushed by ``ascent_steps`` of gradient ascent on the
+  discriminator's loss towards what it takes for good, their distance from the good
+  feature kept within the noise's shell (GLASS's global anomaly synthesis: anomalies at the
+  decision boundary instead of far from it); (b) image space: the patches that synthetic defects of
   :mod:`anomaly.synthesis` cover (cut-paste, Poisson blending, scratches, spots, stains,
   brightness), the generator's masks as patch labels (GLASS's image-level branch, with our
   generator). Positives: good patches. Loss: binary cross-entropy with the two classes
@@ -50,6 +54,8 @@ the estimate uses its own seeds and every kind, and reports the kinds never trai
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -91,6 +97,11 @@ SCALE_SAMPLE = 8192
 POSITION_PRIOR = 4.0
 #: Training examples per optimiser step.
 STEP = 1024
+#: A gradient-ascent step on the feature-space anomalies, as a share of the noise shell's outer radius.
+#: GLASS's 20 steps of 0.001 move its noise by about 3 % of its length; ours, 5 steps of this,
+#: by 2.5 %. Steps of 3 % each leave the head unable to tell the pasted squares of the tests
+#: from goods (the ascent finds adversarial directions): the push must stay a nudge.
+ASCENT_STEP = 0.005
 CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_FORMAT = "anomaly-discriminator-checkpoint-1"
 
@@ -153,6 +164,25 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return sum(parts) / len(parts)
 
 
+@dataclass
+class _NoiseSource:
+    """Good patches that become feature-space anomalies every epoch, with what their inputs are measured against.
+
+    Attributes:
+        clean: ``(n, D)`` standardised good patches.
+        cells: ``(n,)`` their grid cells.
+        index: Search index of ``bank`` (``None`` without the residual).
+        bank: ``(m, D)`` the good patches their residual is taken against.
+        places: Per-cell mean and spread ``(P, D)``, or ``None`` without ``position``.
+    """
+
+    clean: np.ndarray
+    cells: np.ndarray
+    index: NearestNeighbours | None
+    bank: np.ndarray
+    places: tuple[np.ndarray, np.ndarray] | None
+
+
 @hyperparameters
 class FeatureDiscriminator(BackboneDetector):
     """A discriminator of good and anomalous backbone patch features (see the module docstring).
@@ -173,6 +203,10 @@ class FeatureDiscriminator(BackboneDetector):
         noise_std: Largest standard deviation of the feature-space noise, in units of the
             standardised features' per-channel spread (each noisy patch draws its own
             between half this and this).
+        fresh_noise: Draw the feature-space noise afresh every epoch (``False``: once).
+        ascent_steps: Gradient-ascent steps that push each epoch's noisy patches towards
+            what the discriminator takes for good, within the noise's shell (GLASS); ``0``:
+            none. Implies ``fresh_noise``.
         synthetic_per_image: Image-space synthetic defects made from each good image.
         patches_per_image: Good patches (and half as many noisy ones) taken from each image.
         epochs: Most training epochs.
@@ -193,6 +227,8 @@ class FeatureDiscriminator(BackboneDetector):
     hidden_dim: int = 256
     bank_size: int = 2048
     noise_std: float = 0.5
+    fresh_noise: bool = False
+    ascent_steps: int = 0
     synthetic_per_image: int = 2
     patches_per_image: int = 256
     epochs: int = 30
@@ -208,6 +244,8 @@ class FeatureDiscriminator(BackboneDetector):
         for key in ("hidden_dim", "bank_size", "epochs", "patches_per_image", "patience"):
             if int(getattr(self, key)) < 1:
                 raise InvalidParameterError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if int(self.ascent_steps) < 0:
+            raise InvalidParameterError(f"ascent_steps must be >= 0, got {self.ascent_steps}")
         if int(self.synthetic_per_image) < 0:
             raise InvalidParameterError(f"synthetic_per_image must be >= 0, got {self.synthetic_per_image}")
         if not float(self.residual_softness) >= 0:
@@ -293,18 +331,27 @@ class FeatureDiscriminator(BackboneDetector):
 
     def _inputs(self, x: np.ndarray, nn_index: NearestNeighbours | None, bank: np.ndarray | None,
                 cells: np.ndarray | None = None, places: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """The feature and its residuals: ``(n, k D)`` from standardised ``(n, D)``.
+        """The feature and its residuals: ``(n, k D)`` from standardised ``(n, D)`` (see :meth:`_assemble`)."""
+        nearest = self._nearest_patch(x, nn_index, bank) if self.residual else None
+        return self._assemble(torch.from_numpy(x), nearest, cells, places).numpy()
 
-        ``[x, x - nearest bank patch, (x - mean at its cell) / spread there]``, each residual
-        only where the model feeds it; ``cells`` ``(n,)`` are the patches' grid cells.
+    def _assemble(self, x: torch.Tensor, nearest: np.ndarray | None, cells: np.ndarray | None,
+                  places: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+        """``[x, x - nearest, (x - mean at its cell) / spread there]`` ``(n, k D)``, each residual where the model feeds it.
+
+        Args:
+            x: ``(n, D)`` standardised patches (a tensor, so that gradients can flow to it).
+            nearest: ``(n, D)`` each one's nearest good patch (or their soft mean); ``None`` without the residual.
+            cells: ``(n,)`` the patches' grid cells; used with ``position``.
+            places: Per-cell mean and spread ``(P, D)``; used with ``position``.
         """
         parts = [x]
         if self.residual:
-            parts.append(x - self._nearest_patch(x, nn_index, bank))
+            parts.append(x - torch.from_numpy(nearest))
         if self.position:
             mean, spread = places
-            parts.append((x - mean[cells]) / spread[cells])
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else x
+            parts.append((x - torch.from_numpy(mean[cells])) / torch.from_numpy(spread[cells]))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
     def _residual_scale(self, feats: np.ndarray, bank: np.ndarray) -> float:
         """Median squared distance of the goods' patches ``(m, P, D)`` to their nearest in ``bank`` (another half's).
@@ -326,9 +373,13 @@ class FeatureDiscriminator(BackboneDetector):
         return np.einsum("nk,nkd->nd", weights, bank[idx]).astype(np.float32)
 
     def _examples(self, cache: dict[str, Any], members: np.ndarray, bank: np.ndarray,
-                  places: tuple[np.ndarray, np.ndarray] | None,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Labelled inputs ``(n, k D)`` and labels ``(n,)`` of the goods ``members`` against ``bank`` and ``places``."""
+                  places: tuple[np.ndarray, np.ndarray] | None, rng: np.random.Generator,
+                  fresh: bool = False) -> tuple[np.ndarray, np.ndarray, _NoiseSource | None]:
+        """Labelled inputs ``(n, k D)`` and labels ``(n,)`` of the goods ``members`` against ``bank`` and ``places``.
+
+        With ``fresh``, the patches to be made noisy are left out of the inputs and returned as
+        a :class:`_NoiseSource`, for noise drawn every epoch; otherwise the third item is ``None``.
+        """
         index = NearestNeighbours().fit(bank) if self.residual else None
         feats = cache["feats"][members]  # (m, P, D)
         per = min(int(self.patches_per_image), feats.shape[1])
@@ -337,14 +388,50 @@ class FeatureDiscriminator(BackboneDetector):
         good_cells = pick.reshape(-1)
         chosen = rng.choice(len(good), len(good) // 2, replace=False)
         noisy, noisy_cells = good[chosen], good_cells[chosen]
-        scale = float(self.noise_std) * rng.uniform(0.5, 1.0, size=(len(noisy), 1))
-        noisy = (noisy + scale * rng.standard_normal(noisy.shape)).astype(np.float32)
+        source = None
+        if fresh:
+            source = _NoiseSource(noisy, noisy_cells, index, bank, places)
+            noisy, noisy_cells = noisy[:0], noisy_cells[:0]
+        else:
+            scale = float(self.noise_std) * rng.uniform(0.5, 1.0, size=(len(noisy), 1))
+            noisy = (noisy + scale * rng.standard_normal(noisy.shape)).astype(np.float32)
         mine = np.isin(cache["owners"], members)
         made, made_cells = self._standard(cache["bad"][mine]), cache["cells"][mine]
         parts = [self._inputs(part, index, bank, cells, places)
                  for part, cells in ((good, good_cells), (noisy, noisy_cells), (made, made_cells)) if len(part)]
         labels = np.concatenate([np.zeros(len(good)), np.ones(len(noisy) + len(made))]).astype(np.float32)
-        return np.concatenate(parts), labels
+        return np.concatenate(parts), labels, source
+
+    def _noisy(self, head: _Head, source: _NoiseSource, gen: torch.Generator) -> torch.Tensor:
+        """This epoch's feature-space anomalies: inputs ``(n, k D)`` of fresh noise on ``source.clean``.
+
+        Each patch draws its noise's scale between half ``noise_std`` and ``noise_std``. With
+        ``ascent_steps``, the noise is then pushed along the normalised gradient of the
+        discriminator's loss on them (as anomalies), towards what it takes for good; after
+        each step its length is brought back into ``[0.5, 1] noise_std sqrt(D)``, the shell
+        the Gaussian draws lie in (GLASS's truncated projection). The nearest good patch of
+        the residual is held during the ascent and searched again after it.
+        """
+        clean = torch.from_numpy(source.clean)
+        scale = float(self.noise_std) * (0.5 + 0.5 * torch.rand((len(clean), 1), generator=gen))
+        delta = scale * torch.randn(clean.shape, generator=gen)
+        if int(self.ascent_steps) > 0:
+            outer = float(self.noise_std) * math.sqrt(clean.shape[1])
+            nearest = self._nearest_patch((clean + delta).numpy(), source.index, source.bank) \
+                if self.residual else None
+            anomalous = torch.ones(len(clean))
+            head.eval()
+            for _ in range(int(self.ascent_steps)):
+                delta.requires_grad_(True)
+                logits = head(self._assemble(clean + delta, nearest, source.cells, source.places))
+                (grad,) = torch.autograd.grad(F.binary_cross_entropy_with_logits(logits, anomalous), [delta])
+                with torch.no_grad():
+                    delta = delta + ASCENT_STEP * outer * grad / (grad.norm(dim=1, keepdim=True) + 1e-12)
+                    length = delta.norm(dim=1, keepdim=True)
+                    delta = delta * (length.clamp(0.5 * outer, outer) / (length + 1e-12))
+            head.train()
+        noisy = (clean + delta.detach()).numpy()
+        return torch.from_numpy(self._inputs(noisy, source.index, source.bank, source.cells, source.places))
 
     def _train(self, cache: dict[str, Any], inside: np.ndarray, checkpoint: Path | None = None) -> None:
         """Train on the goods ``inside`` (indices into the cache) and the defects made from them."""
@@ -365,24 +452,33 @@ class FeatureDiscriminator(BackboneDetector):
         banks = [bank(np.sort(halves[1 - h]), [2, h]) for h in (0, 1)]
         self.residual_scale_ = self._residual_scale(cache["feats"][np.sort(halves[0])], banks[0]) \
             if self.residual and float(self.residual_softness) > 0 else 1.0
-        parts = [self._examples(cache, np.sort(halves[h]), banks[h], places(np.sort(halves[1 - h])), rng)
+        fresh = bool(self.fresh_noise) or int(self.ascent_steps) > 0
+        parts = [self._examples(cache, np.sort(halves[h]), banks[h], places(np.sort(halves[1 - h])), rng, fresh)
                  for h in (0, 1)]
         x_fit = np.concatenate([p[0] for p in parts])
         y_fit = np.concatenate([p[1] for p in parts])
+        sources = [p[2] for p in parts if p[2] is not None]
         self.bank_ = bank(fit, [3])
         self.places_ = places(fit)
-        x_val, y_val = self._examples(cache, held, self.bank_, self.places_, rng) if len(held) else (None, None)
+        # the held-out goods' noisy patches are drawn once, so that the validation loss compares epochs
+        x_val, y_val, _ = self._examples(cache, held, self.bank_, self.places_, rng) if len(held) \
+            else (None, None, None)
         params = {k: v for k, v in sorted(self.get_params().items()) if k != "checkpoint_dir"}
-        run_id = fingerprint(params, torch.from_numpy(x_fit), torch.from_numpy(y_fit))
+        run_id = fingerprint(params, torch.from_numpy(x_fit), torch.from_numpy(y_fit),
+                             *[torch.from_numpy(source.clean) for source in sources])
         self._head, self.history_, self.resumed_from_epoch_ = self._optimise(x_fit, y_fit, x_val, y_val,
-                                                                             checkpoint, run_id)
+                                                                             checkpoint, run_id, sources)
         self.n_train_ = int(len(fit))
         self.n_held_out_ = int(len(held))
         self.n_synthetic_patches_ = int(np.isin(cache["owners"], fit).sum())
 
     def _optimise(self, x_fit: np.ndarray, y_fit: np.ndarray, x_val: np.ndarray | None, y_val: np.ndarray | None,
-                  checkpoint: Path | None, run_id: str) -> tuple[_Head, list[dict[str, Any]], int]:
-        """Adam on mini-batches until ``epochs`` or ``patience``; the best epoch's head, the history, the resumed epoch."""
+                  checkpoint: Path | None, run_id: str,
+                  sources: Sequence[_NoiseSource] = ()) -> tuple[_Head, list[dict[str, Any]], int]:
+        """Adam on mini-batches until ``epochs`` or ``patience``; the best epoch's head, the history, the resumed epoch.
+
+        ``sources`` add each epoch's fresh feature-space anomalies (:meth:`_noisy`) to ``x_fit``.
+        """
         seed = int(self.random_state)
         torch.manual_seed(seed)  # the head's initial weights (torch has no per-module generator)
         head = _Head(len(self.feature_mean_), int(self.hidden_dim), x_fit.shape[1] // len(self.feature_mean_))
@@ -401,15 +497,19 @@ class FeatureDiscriminator(BackboneDetector):
             if state["stale"] >= int(self.patience):
                 break
             head.train()
-            order, total = torch.randperm(len(x), generator=gen), 0.0
-            for start in range(0, len(x), STEP):
+            xe, ye = x, y
+            if sources:
+                noisy = torch.cat([self._noisy(head, source, gen) for source in sources])
+                xe, ye = torch.cat([x, noisy]), torch.cat([y, torch.ones(len(noisy))])
+            order, total = torch.randperm(len(xe), generator=gen), 0.0
+            for start in range(0, len(xe), STEP):
                 idx = order[start : start + STEP]
-                loss = balanced_bce(head(x[idx]), y[idx])
+                loss = balanced_bce(head(xe[idx]), ye[idx])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(idx)
-            train_loss = total / len(x)
+            train_loss = total / len(xe)
             head.eval()
             with torch.no_grad():
                 val_loss = train_loss if xv is None else float(balanced_bce(head(xv), yv))
