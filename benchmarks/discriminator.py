@@ -18,7 +18,9 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    patches, ``residual_softness=0.05``) and ``discriminator-fresh`` (the feature-space noise
    drawn afresh every epoch) and ``discriminator-ascent`` /
    ``discriminator-lite2-feature-only-ascent`` (fresh noise pushed by 5 steps of GLASS's
-   gradient ascent, ``ascent_steps=5``);
+   gradient ascent, ``ascent_steps=5``) and ``discriminator-lite2-feature-only-all-patches``
+   / ``-hidden1024`` (the Lite2 feature-only variant trained on every patch of each good
+   instead of 256, or with GLASS's 1,024-wide hidden layer instead of 256);
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -72,8 +74,10 @@ from report import write_report  # noqa: E402
 OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discriminator-lite2",
         "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
         "discriminator-position", "discriminator-lite2-position", "discriminator-soft", "discriminator-fresh",
-        "discriminator-ascent", "discriminator-lite2-feature-only-ascent")
+        "discriminator-ascent", "discriminator-lite2-feature-only-ascent", "discriminator-lite2-feature-only-all-patches",
+        "discriminator-lite2-feature-only-hidden1024")
 PEER = "anomalib-supersimplenet"
+LITE2_FEATURE_ONLY = {"backbone": "efficientnet_lite2", "image_size": 260, "residual": False}
 #: Our model name -> (registry name, parameters besides the defaults).
 VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminator": ("discriminator", {}),
             "discriminator-lite1": ("discriminator", {"backbone": "efficientnet_lite1", "image_size": 240}),
@@ -90,7 +94,11 @@ VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminat
             "discriminator-ascent": ("discriminator", {"ascent_steps": 5}),
             "discriminator-lite2-feature-only-ascent": ("discriminator", {"backbone": "efficientnet_lite2",
                                                                          "image_size": 260, "residual": False,
-                                                                         "ascent_steps": 5})}
+                                                                         "ascent_steps": 5}),
+            "discriminator-lite2-feature-only-all-patches": ("discriminator", {**LITE2_FEATURE_ONLY,
+                                                                              "patches_per_image": 4096}),
+            "discriminator-lite2-feature-only-hidden1024": ("discriminator", {**LITE2_FEATURE_ONLY,
+                                                                             "hidden_dim": 1024})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
 
 Scorer = Callable[[bytes], tuple[float, np.ndarray]]
