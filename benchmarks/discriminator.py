@@ -20,7 +20,8 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    ``discriminator-lite2-feature-only-ascent`` (fresh noise pushed by 5 steps of GLASS's
    gradient ascent, ``ascent_steps=5``) and ``discriminator-lite2-feature-only-all-patches``
    / ``-hidden1024`` (the Lite2 feature-only variant trained on every patch of each good
-   instead of 256, or with GLASS's 1,024-wide hidden layer instead of 256);
+   instead of 256, or with GLASS's 1,024-wide hidden layer instead of 256) and
+   ``discriminator-hidden1024`` (the default with that wider hidden layer);
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -38,15 +39,16 @@ Rows are appended to a JSON-lines file as they come (a rerun skips what is done)
 (mean +- standard deviation over seeds) is written beside it with ``--summary``.
 
 ``--train-time SET`` times the product's whole training flow on 200 goods of a set
-(``anomaly train --model discriminator --max-images 200``: features, synthetic defects,
-five cross-fitted fold models, the final model, calibration and the detection estimate) in
-a process of its own, with its peak memory, into ``train_time.json`` beside the results.
+(``anomaly train --model discriminator --max-images 200``, with the parameters of
+``--train-model``'s variant: features, synthetic defects, five cross-fitted fold models, the
+final model, calibration and the detection estimate) in a process of its own, with its peak
+memory, into ``train_time.json`` beside the results (one entry per set and variant).
 
 Usage::
 
     .venv/bin/python benchmarks/discriminator.py
     .venv-peer/bin/python benchmarks/discriminator.py --peer --models anomalib-supersimplenet
-    .venv/bin/python benchmarks/discriminator.py --train-time ball_screw
+    .venv/bin/python benchmarks/discriminator.py --train-time ball_screw [--train-model VARIANT]
     .venv/bin/python benchmarks/discriminator.py --summary
 """
 
@@ -75,7 +77,7 @@ OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discrimin
         "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
         "discriminator-position", "discriminator-lite2-position", "discriminator-soft", "discriminator-fresh",
         "discriminator-ascent", "discriminator-lite2-feature-only-ascent", "discriminator-lite2-feature-only-all-patches",
-        "discriminator-lite2-feature-only-hidden1024")
+        "discriminator-lite2-feature-only-hidden1024", "discriminator-hidden1024")
 PEER = "anomalib-supersimplenet"
 LITE2_FEATURE_ONLY = {"backbone": "efficientnet_lite2", "image_size": 260, "residual": False}
 #: Our model name -> (registry name, parameters besides the defaults).
@@ -98,7 +100,8 @@ VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminat
             "discriminator-lite2-feature-only-all-patches": ("discriminator", {**LITE2_FEATURE_ONLY,
                                                                               "patches_per_image": 4096}),
             "discriminator-lite2-feature-only-hidden1024": ("discriminator", {**LITE2_FEATURE_ONLY,
-                                                                             "hidden_dim": 1024})}
+                                                                             "hidden_dim": 1024}),
+            "discriminator-hidden1024": ("discriminator", {"hidden_dim": 1024})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
 
 Scorer = Callable[[bytes], tuple[float, np.ndarray]]
@@ -246,30 +249,34 @@ def run_one(category: MVTecCategory, model: str, seed: int, args) -> dict[str, A
             "load_average": [load_before, load_average()], **info}
 
 
-def train_time(category: MVTecCategory, n_goods: int) -> dict[str, Any]:
-    """Wall time and peak memory of ``anomaly train --model discriminator`` on ``n_goods`` goods, in a child process."""
+def train_time(category: MVTecCategory, n_goods: int, model: str = "discriminator") -> dict[str, Any]:
+    """Wall time and peak memory of ``anomaly train`` of a variant on ``n_goods`` goods, in a child process."""
     import resource
     import subprocess
     import tempfile
 
+    name, params = VARIANTS[model]
+    options = [arg for k, v in params.items()
+               for arg in ("--param", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
     with tempfile.TemporaryDirectory() as store:
         cmd = [sys.executable, "-c", "from anomaly.cli.main import main; raise SystemExit(main())", "train",
-               str(category.root), "--name", "timing", "--model", "discriminator", "--max-images", str(n_goods),
+               str(category.root), "--name", "timing", "--model", name, *options, "--max-images", str(n_goods),
                "--store", store, "--quiet"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"anomaly train failed: {proc.stderr[-2000:]}")
-    return {"set": category.name, "n_goods": min(n_goods, len(category.train_good())), "wall_seconds": round(wall, 1),
+    return {"set": category.name, "model": model, "n_goods": min(n_goods, len(category.train_good())),
+            "wall_seconds": round(wall, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "command": "anomaly train " + " ".join(cmd[4:-3]).replace(str(category.root), category.name) + " --quiet",
-            "load_average": load_average()}
+            "load_average": load_average(), "commit": git_commit(REPO)}
 
 
 # -- summary ------------------------------------------------------------------------------
-def summary(rows: list[dict[str, Any]], timing: dict[str, Any] | None = None) -> str:
-    """Markdown tables: accuracy per set and model (mean +- std over seeds), wins, costs.
+def summary(rows: list[dict[str, Any]], timing: list[dict[str, Any]] | None = None) -> str:
+    """Markdown tables: accuracy per model and set (mean +- std over seeds) with the wins, costs, training flows.
 
     The peer's rows are told apart by their epochs (``anomalib-supersimplenet-30ep``).
     """
@@ -279,62 +286,78 @@ def summary(rows: list[dict[str, Any]], timing: dict[str, Any] | None = None) ->
                    key=lambda m: int(m.rsplit("-", 1)[1][:-2]))
     models = [m for m in OURS if any(r["model"] == m for r in rows)] + peers
 
+    def n_train(s: str) -> str:
+        return "/".join(str(n) for n in sorted({r["n_train"] for r in rows if r["set"] == s}))
+
     def values(s: str, m: str, key: str) -> list[float]:
         return [r[key] for r in rows if r["set"] == s and r["model"] == m and r.get(key) is not None]
 
     def cell(v: list[float]) -> str:
-        return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} ({len(v)})" if v else "–"
+        return "–" if not v else f"{np.mean(v):.3f}" + (f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else "")
+
+    mean = lambda s, m: float(np.mean(values(s, m, "image_auroc"))) if values(s, m, "image_auroc") else None  # noqa: E731
+
+    def above(ours: str) -> str:
+        """The sets where ``ours`` is above the better of PatchCore and PaDiM, and its record against the peers."""
+        if ours in ("patchcore", "padim") or ours in peers:
+            return "–"
+        better = [s for s in sets if None not in (mean(s, ours), mean(s, "patchcore"), mean(s, "padim"))
+                  and mean(s, ours) > max(mean(s, "patchcore"), mean(s, "padim"))]
+        text = f"{len(better)}/{len(sets)}" + (f" ({', '.join(better)})" if better else "")
+        for label in peers:
+            played = [s for s in sets if mean(s, ours) is not None and mean(s, label) is not None]
+            text += f"; {sum(mean(s, ours) > mean(s, label) for s in played)}/{len(played)} above {label}"
+        return text
 
     lines = []
     for key, title in (("image_auroc", "Image AUROC"), ("aupro", "AUPRO (FPR <= 0.3)")):
-        lines += [f"**{title}**, mean ± sample std over seeds (seeds):", "",
-                  "| set | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-        for s in sets:
-            lines.append(f"| {s} | " + " | ".join(cell(values(s, m, key)) for m in models) + " |")
-        means = {m: [np.mean(values(s, m, key)) for s in sets if values(s, m, key)] for m in models}
-        lines.append("| mean over sets | " + " | ".join(
-            f"{np.mean(v):.3f} ({len(v)} sets)" if v else "–" for v in means.values()) + " |")
+        lines += [f"**{title}**, mean ± sample std over the seeds (seeds: how many per set):", "",
+                  "| model | seeds | " + " | ".join(sets) + " | mean over sets |"
+                  + (" above the better of PatchCore and PaDiM; above the peer |" if key == "image_auroc" else ""),
+                  "|---|---|" + "---|" * (len(sets) + 1) + ("---|" if key == "image_auroc" else "")]
+        for m in models:
+            counts = sorted({len(values(s, m, key)) for s in sets if values(s, m, key)})
+            if not counts:
+                continue
+            per_set = [np.mean(values(s, m, key)) for s in sets if values(s, m, key)]
+            row = (f"| {m} | {'–'.join(map(str, counts))} | " + " | ".join(cell(values(s, m, key)) for s in sets)
+                   + f" | {np.mean(per_set):.3f} ({len(per_set)} sets) |")
+            lines.append(row + (f" {above(m)} |" if key == "image_auroc" else ""))
         lines.append("")
-    mean = lambda s, m: float(np.mean(values(s, m, "image_auroc"))) if values(s, m, "image_auroc") else None  # noqa: E731
-    for ours in OURS[2:]:
-        if ours not in models:
-            continue
-        better = []
-        for s in sets:
-            o, pc, pd = mean(s, ours), mean(s, "patchcore"), mean(s, "padim")
-            if o is not None and pc is not None and pd is not None and o > max(pc, pd):
-                better.append(s)
-        versus = []
-        for label in peers:
-            played = [s for s in sets if mean(s, ours) is not None and mean(s, label) is not None]
-            won = sum(mean(s, ours) > mean(s, label) for s in played)
-            versus.append(f"higher than anomalib's SuperSimpleNet ({label.rsplit('-', 1)[1]}) on {won} of "
-                          f"{len(played)} sets")
-        lines.append(f"- {ours}: higher mean image AUROC than the better of PatchCore and PaDiM on "
-                     f"{len(better)} of {len(sets)} sets ({', '.join(better) or 'none'})"
-                     + "".join(f"; {v}" for v in versus) + ".")
     for label in peers:
         peer = [r for r in rows if r["model"] == label]
         lines.append(f"- {label}: {peer[0]['epochs']} epochs, seed(s) "
                      f"{', '.join(sorted({str(r['seed']) for r in peer}))}, on {len({r['set'] for r in peer})} sets "
                      f"({', '.join(sorted({r['set'] for r in peer}))}; each row of runs.jsonl records its steps).")
-    lines += ["", "**Costs** (medians over seeds): training wall seconds on the set's training subset; scoring p50 "
-              "per image end to end from the file's bytes, and the model's backbone floor on the same images "
-              "(decode, resize, normalise, backbone forward), timed alternately:", "",
-              "| set | model | n train | train s | score p50 ms | floor p50 ms | score / floor |",
-              "|---|---|---|---|---|---|---|"]
-    for s in sets:
-        for m in models:
+    lines += ["", "**Costs** (medians over seeds), per set: scoring p50 per image end to end from the file's bytes "
+              "over the model's backbone floor on the same images (decode, resize, normalise, backbone forward; "
+              "timed alternately), then the two p50s in ms and the training wall seconds on the set's training "
+              "subset (n train):", "",
+              "| model | " + " | ".join(f"{s} ({n_train(s)})" for s in sets) + " |", "|---|" + "---|" * len(sets)]
+    for m in models:
+        cells = []
+        for s in sets:
             sub = [r for r in rows if r["set"] == s and r["model"] == m]
-            if sub:
-                score, floor = np.median([r["score_ms_p50"] for r in sub]), np.median([r["floor_ms_p50"] for r in sub])
-                lines.append(f"| {s} | {m} | {sub[0]['n_train']} | {np.median([r['train_seconds'] for r in sub]):.0f} "
-                             f"| {score:.1f} | {floor:.1f} | {score / floor:.2f} |")
-    if timing:
-        lines += ["", f"**The whole training flow** on {timing['n_goods']} goods of {timing['set']} "
-                  f"(`{timing['command']}`, its own process): {timing['wall_seconds']:.0f} s wall, peak RSS "
-                  f"{timing['peak_rss_mb']:.0f} MB (load average {timing['load_average']} at the end)."]
+            if not sub:
+                cells.append("–")
+                continue
+            score, floor = np.median([r["score_ms_p50"] for r in sub]), np.median([r["floor_ms_p50"] for r in sub])
+            cells.append(f"{score / floor:.2f} ({score:.1f} / {floor:.1f} ms, "
+                         f"{np.median([r['train_seconds'] for r in sub]):.0f} s)")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for t in timing or []:
+        lines += ["", f"**The whole training flow** of {t.get('model', 'discriminator')} on {t['n_goods']} goods of "
+                  f"{t['set']} (`{t['command']}`, its own process): {t['wall_seconds']:.0f} s wall, peak RSS "
+                  f"{t['peak_rss_mb']:.0f} MB (load average {t['load_average']} at the end)."]
     return "\n".join(lines)
+
+
+def read_timings(path: Path) -> list[dict[str, Any]]:
+    """The training-flow timings in ``path`` (one per set and variant; an older file held a single one)."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return data if isinstance(data, list) else [data]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT / "runs.jsonl", help="JSON-lines results file (appended)")
     p.add_argument("--summary", action="store_true", help="only write the summary of the results file")
     p.add_argument("--train-time", metavar="SET", help="time the whole training flow on 200 goods of SET")
+    p.add_argument("--train-model", default="discriminator", choices=[m for m in VARIANTS if m.startswith("disc")],
+                   help="the variant --train-time trains")
     args = p.parse_args(argv)
 
     models = args.models or [*OURS, *([PEER] if args.peer else [])]
@@ -362,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         roots = [r for r in find_categories(args.datasets) if r.name == args.train_time]
         if not roots:
             p.error(f"no set named {args.train_time} under {args.datasets}")
-        timing_path.write_text(json.dumps(train_time(MVTecCategory(roots[0]), 200), indent=2) + "\n")
+        timings = [t for t in read_timings(timing_path)
+                   if (t["set"], t.get("model", "discriminator")) != (args.train_time, args.train_model)]
+        timings.append(train_time(MVTecCategory(roots[0]), 200, args.train_model))
+        timing_path.write_text(json.dumps(timings, indent=2) + "\n")
     elif not args.summary:
         done = {(r["dataset"], r["model"], r["seed"], r["n_test"], r["epochs"] if r["model"] == PEER else None)
                 for r in read_rows([args.out])}
@@ -385,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": "python benchmarks/discriminator.py", "rows": len(rows),
            "provenance": {**run_provenance(), "commit": git_commit(REPO)}}
     (args.out.parent / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
-    text = summary(rows, timing)
+    text = summary(rows, read_timings(timing_path))
     (args.out.parent / "summary.md").write_text(text + "\n")
     print(text)
     write_report()
