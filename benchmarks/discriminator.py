@@ -5,23 +5,21 @@ For every MVTec-layout set under the datasets folder, every seed and every model
 1. the same training images for every model and seed: a seeded subset of at most
    ``--max-train`` (100) of ``train/good`` (subset seed 0, so the seeds vary the training
    only), and the same seeded subset of at most ``--max-test`` (150) test images;
-2. ours through the registry with default parameters and ``random_state=seed``:
-   ``patchcore``, ``padim``, ``discriminator`` (EfficientNet-Lite0) and
-   ``discriminator-lite1`` / ``discriminator-lite2`` (the same model on the Lite1 / Lite2
-   backbone, at the input size those were trained at) and ``discriminator-feature-only``
-   (SimpleNet's input: the feature without its residual to the nearest good patch) and
-   ``discriminator-bank8192`` (residuals against 8,192 good patches instead of 2,048) and
-   ``discriminator-lite2-feature-only`` (both: Lite2's features without the residual) and
-   ``discriminator-position`` / ``discriminator-lite2-position`` (the default and the
-   Lite2 feature-only variant with the residual to the goods at the same grid cell) and
-   ``discriminator-soft`` (the residual to a softmin-weighted mean of the nearest bank
-   patches, ``residual_softness=0.05``) and ``discriminator-fresh`` (the feature-space noise
-   drawn afresh every epoch) and ``discriminator-ascent`` /
-   ``discriminator-lite2-feature-only-ascent`` (fresh noise pushed by 5 steps of GLASS's
-   gradient ascent, ``ascent_steps=5``) and ``discriminator-lite2-feature-only-all-patches``
-   / ``-hidden1024`` (the Lite2 feature-only variant trained on every patch of each good
-   instead of 256, or with GLASS's 1,024-wide hidden layer instead of 256) and
-   ``discriminator-hidden1024`` (the default with that wider hidden layer);
+2. ours through the registry with ``random_state=seed``: ``patchcore`` and ``padim`` with
+   their defaults; ``discriminator`` with its defaults (EfficientNet-Lite2 at 260 px, the
+   feature alone, a 1,024-wide hidden layer); ``discriminator-lite0-residual``, its
+   defaults until 2026-12-04 (Lite0 at 256 px, the feature and its residual to the nearest
+   good patch, 256 wide: :data:`FORMER_DEFAULT`), and variants named for how they differ
+   from that one: ``-lite1`` / ``-lite2`` (the Lite1 / Lite2 backbone at the input size
+   it was trained at), ``-feature-only`` (SimpleNet's input: no residual), ``-bank8192``
+   (residuals against 8,192 good patches instead of 2,048), ``-lite2-feature-only``
+   (both), ``-position`` / ``-lite2-position`` (with the residual to the goods at the same
+   grid cell), ``-soft`` (the residual to a softmin-weighted mean of the nearest bank
+   patches, ``residual_softness=0.05``), ``-fresh`` (the feature-space noise drawn afresh
+   every epoch), ``-ascent`` (fresh noise pushed by 5 steps of GLASS's gradient ascent),
+   ``-lite2-feature-only-all-patches`` / ``-lite2-feature-only-hidden1024`` (every patch
+   of each good instead of 256; GLASS's 1,024-wide hidden layer: the current default but
+   for the two changes that came with it, see docs/discriminator.md) and ``-hidden1024``;
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
    anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
    ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
@@ -73,35 +71,38 @@ from anomaly.metrics import PixelMetrics, image_auroc, quantile_thresholds  # no
 from ganomaly import load_average, read_rows, test_subset, training_subset  # noqa: E402
 from report import write_report  # noqa: E402
 
-OURS = ("patchcore", "padim", "discriminator", "discriminator-lite1", "discriminator-lite2",
-        "discriminator-feature-only", "discriminator-bank8192", "discriminator-lite2-feature-only",
+OURS = ("patchcore", "padim", "discriminator", "discriminator-lite0-residual", "discriminator-lite1",
+        "discriminator-lite2", "discriminator-feature-only", "discriminator-bank8192",
+        "discriminator-lite2-feature-only",
         "discriminator-position", "discriminator-lite2-position", "discriminator-soft", "discriminator-fresh",
-        "discriminator-ascent", "discriminator-lite2-feature-only-ascent", "discriminator-lite2-feature-only-all-patches",
+        "discriminator-ascent", "discriminator-lite2-feature-only-all-patches",
         "discriminator-lite2-feature-only-hidden1024", "discriminator-hidden1024")
 PEER = "anomalib-supersimplenet"
-LITE2_FEATURE_ONLY = {"backbone": "efficientnet_lite2", "image_size": 260, "residual": False}
+#: The discriminator's defaults until 2026-12-04 (EfficientNet-Lite0 at 256 px, the residual to
+#: the nearest good patch, a 256-wide hidden layer); the variants after it in ``VARIANTS`` are
+#: named for how they differ from it. ``discriminator`` is the current default.
+FORMER_DEFAULT = {"backbone": "efficientnet_lite0", "image_size": 256, "residual": True, "hidden_dim": 256}
+LITE2_FEATURE_ONLY = {**FORMER_DEFAULT, "backbone": "efficientnet_lite2", "image_size": 260, "residual": False}
 #: Our model name -> (registry name, parameters besides the defaults).
 VARIANTS = {"patchcore": ("patchcore", {}), "padim": ("padim", {}), "discriminator": ("discriminator", {}),
-            "discriminator-lite1": ("discriminator", {"backbone": "efficientnet_lite1", "image_size": 240}),
-            "discriminator-lite2": ("discriminator", {"backbone": "efficientnet_lite2", "image_size": 260}),
-            "discriminator-feature-only": ("discriminator", {"residual": False}),
-            "discriminator-bank8192": ("discriminator", {"bank_size": 8192}),
-            "discriminator-lite2-feature-only": ("discriminator", {"backbone": "efficientnet_lite2",
-                                                                  "image_size": 260, "residual": False}),
-            "discriminator-position": ("discriminator", {"position": True}),
-            "discriminator-soft": ("discriminator", {"residual_softness": 0.05}),
-            "discriminator-lite2-position": ("discriminator", {"backbone": "efficientnet_lite2", "image_size": 260,
-                                                              "residual": False, "position": True}),
-            "discriminator-fresh": ("discriminator", {"fresh_noise": True}),
-            "discriminator-ascent": ("discriminator", {"ascent_steps": 5}),
-            "discriminator-lite2-feature-only-ascent": ("discriminator", {"backbone": "efficientnet_lite2",
-                                                                         "image_size": 260, "residual": False,
-                                                                         "ascent_steps": 5}),
+            "discriminator-lite0-residual": ("discriminator", FORMER_DEFAULT),
+            "discriminator-lite1": ("discriminator", {**FORMER_DEFAULT, "backbone": "efficientnet_lite1",
+                                                      "image_size": 240}),
+            "discriminator-lite2": ("discriminator", {**FORMER_DEFAULT, "backbone": "efficientnet_lite2",
+                                                      "image_size": 260}),
+            "discriminator-feature-only": ("discriminator", {**FORMER_DEFAULT, "residual": False}),
+            "discriminator-bank8192": ("discriminator", {**FORMER_DEFAULT, "bank_size": 8192}),
+            "discriminator-lite2-feature-only": ("discriminator", LITE2_FEATURE_ONLY),
+            "discriminator-position": ("discriminator", {**FORMER_DEFAULT, "position": True}),
+            "discriminator-soft": ("discriminator", {**FORMER_DEFAULT, "residual_softness": 0.05}),
+            "discriminator-lite2-position": ("discriminator", {**LITE2_FEATURE_ONLY, "position": True}),
+            "discriminator-fresh": ("discriminator", {**FORMER_DEFAULT, "fresh_noise": True}),
+            "discriminator-ascent": ("discriminator", {**FORMER_DEFAULT, "ascent_steps": 5}),
             "discriminator-lite2-feature-only-all-patches": ("discriminator", {**LITE2_FEATURE_ONLY,
                                                                               "patches_per_image": 4096}),
             "discriminator-lite2-feature-only-hidden1024": ("discriminator", {**LITE2_FEATURE_ONLY,
                                                                              "hidden_dim": 1024}),
-            "discriminator-hidden1024": ("discriminator", {"hidden_dim": 1024})}
+            "discriminator-hidden1024": ("discriminator", {**FORMER_DEFAULT, "hidden_dim": 1024})}
 OUT = REPO / "benchmarks" / "results" / "discriminator"
 
 Scorer = Callable[[bytes], tuple[float, np.ndarray]]

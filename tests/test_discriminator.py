@@ -23,10 +23,11 @@ def test_coverage_marks_the_cells_a_mask_covers():
 
 
 def test_training_stops_early_keeps_its_best_epoch_and_records_its_defects(good_parts):
-    model = create_detector("discriminator", {**FAST, "epochs": 40, "patience": 2}).fit(good_parts)
+    model = create_detector("discriminator", {**FAST, "epochs": 40, "patience": 2, "held_out_share": 0.25}
+                            ).fit(good_parts)
     meta = model.training_meta()
     losses = [h["val_loss"] for h in meta["history"]]
-    assert meta["n_held_out"] == 1 and meta["n_train"] == len(good_parts) - 1
+    assert meta["n_held_out"] == 3 and meta["n_train"] == len(good_parts) - 3
     assert meta["best_epoch"] == int(np.argmin(losses)) + 1
     assert len(losses) == 40 or len(losses) - meta["best_epoch"] == 2  # stopped 2 epochs after its best
     synthetic = meta["synthetic"]
@@ -62,6 +63,24 @@ def test_residual_to_the_goods_at_each_cell_finds_the_pasted_defect_and_survives
     np.testing.assert_array_equal(load_bundle(tmp_path / "bundle").detector.score(images).scores, result.scores)
 
 
+@pytest.mark.parametrize("inputs", [1, 2])
+def test_the_folded_scoring_head_computes_what_the_trained_head_does(inputs):
+    import torch
+
+    torch.manual_seed(0)
+    head = module._Head(24, 64, inputs)
+    with torch.no_grad():  # batch-norm statistics as after training, far from the initial ones
+        head.discriminator[1].running_mean.uniform_(-2, 2)
+        head.discriminator[1].running_var.uniform_(0.5, 3)
+        head.discriminator[1].weight.uniform_(0.5, 2)
+        head.discriminator[1].bias.uniform_(-1, 1)
+    x = torch.randn(500, 24 * inputs)
+    scoring = head.for_scoring()
+    assert isinstance(scoring, module._FoldedHead) == (inputs == 1)  # 2 x 24 x 64 > 2 x 24 x 24 + 24 x 64
+    with torch.no_grad():
+        np.testing.assert_allclose(scoring(x).numpy(), head.eval()(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_soft_weights_share_a_tie_and_move_little_with_a_rounding():
     from anomaly.detectors.discriminator import soft_weights
 
@@ -77,7 +96,7 @@ def test_soft_residual_finds_the_pasted_defect_and_survives_the_bundle(good_part
     from anomaly.bundle import load_bundle, save_bundle
 
     images, mask = test_parts
-    model = create_detector("discriminator", {**FAST, "residual_softness": 0.05}).fit(good_parts)
+    model = create_detector("discriminator", {**FAST, "residual": True, "residual_softness": 0.05}).fit(good_parts)
     assert model.residual_scale_ > 0
     result = model.score(images)
     assert result.scores[3:].min() > result.scores[:3].max()
@@ -119,16 +138,18 @@ def test_gradient_ascent_moves_the_noise_towards_good_within_its_shell(good_part
     x = model._standard(model._patch_features(good_parts[:2]).reshape(-1, len(model.feature_mean_)))
     source = module._NoiseSource(x, np.zeros(len(x), np.int64), None, np.zeros((0, x.shape[1]), np.float32), None)
     outer = model.noise_std * np.sqrt(x.shape[1])
-    logits = {}
+    noisy, logits = {}, {}
     for steps in (0, 5):
         model.ascent_steps = steps
-        noisy = model._noisy(model._head, source, torch.Generator().manual_seed(0)).numpy()
-        if steps:  # brought back into the shell the Gaussian draws lie in after every step
-            length = np.linalg.norm(noisy - x, axis=1)
-            assert length.min() >= 0.5 * outer * (1 - 1e-4) and length.max() <= outer * (1 + 1e-4)
+        noisy[steps] = model._noisy(model._head, source, torch.Generator().manual_seed(0)).numpy()
         with torch.no_grad():
-            logits[steps] = float(model._head(torch.from_numpy(noisy)).mean())
-    assert logits[5] < logits[0]  # the same draws, pushed to where the discriminator sees good
+            logits[steps] = model._head.eval()(torch.from_numpy(noisy[steps])).numpy()
+    length = np.linalg.norm(noisy[5] - x, axis=1)  # brought back into the Gaussian draws' shell after every step
+    assert length.min() >= 0.5 * outer * (1 - 1e-4) and length.max() <= outer * (1 + 1e-4)
+    # Draws well inside the shell are not projected (5 steps move them by 2.5 % of its outer radius at most):
+    # on them the push is the ascent alone, towards what the discriminator sees as good.
+    inside = np.abs(np.linalg.norm(noisy[0] - x, axis=1) / outer - 0.75) < 0.2
+    assert inside.sum() > 100 and logits[5][inside].mean() < logits[0][inside].mean()
 
 
 def test_a_checkpoint_of_other_parameters_is_not_resumed(good_parts, tmp_path):
@@ -150,7 +171,7 @@ def test_cross_fitting_trains_each_fold_without_its_goods(good_parts):
     model = FeatureDiscriminator(**FAST)
     result = model.cross_fit_scores(good_parts, n_folds=3)
     assert result.scores.shape == (len(good_parts),) and np.all(np.isfinite(result.scores))
-    assert model.fitted_ and model.n_train_ == len(good_parts) - 1  # one held out for early stopping
+    assert model.fitted_ and model.n_train_ == len(good_parts)  # 10 % of 12 goods is too few to stop early on
 
 
 def test_bad_settings_and_too_few_goods_are_refused(good_parts):
@@ -158,6 +179,10 @@ def test_bad_settings_and_too_few_goods_are_refused(good_parts):
         FeatureDiscriminator(resize="tile")._validate_params()
     with pytest.raises(InvalidParameterError):
         FeatureDiscriminator(held_out_share=0.6)._validate_params()
+    with pytest.raises(InvalidParameterError, match="needs residual=true"):
+        FeatureDiscriminator(residual_softness=0.05)._validate_params()
+    with pytest.raises(InvalidParameterError):
+        FeatureDiscriminator(ascent_steps=-1)._validate_params()
     with pytest.raises(DatasetError, match="at least 2 good images"):
         create_detector("discriminator", FAST).fit(good_parts[:1])
 

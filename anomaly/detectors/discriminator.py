@@ -8,9 +8,9 @@ tell good patches from made anomalies. Trained on good images only: the defects 
 never collected.
 
 * Input of a patch: its locally aware feature (PatchCore's, standardised per channel over
-  the goods) and its residual to the nearest patch of a coreset of good patches, so that it
-  can learn which departures from the nearest good patch are defects and which are the
-  spread of good parts. SimpleNet feeds the feature alone (``residual=False``); what each
+  the goods), as SimpleNet feeds it. With ``residual=True`` also its residual to the
+  nearest patch of a coreset of good patches, so that it can learn which departures from
+  the nearest good patch are defects and which are the spread of good parts; what each
   input scores and costs is measured side by side in ``benchmarks/discriminator.py``.
 * With ``residual_softness > 0`` the residual is to a softmin-weighted mean of the
   :data:`SOFT_NEIGHBOURS` nearest bank patches instead of the nearest one: where two bank
@@ -38,10 +38,10 @@ never collected.
   weighted equally (SimpleNet's truncated L1 saturates once a class is past its margin).
 * The backbone is frozen: the features of the goods and of a seeded set of synthetic defects
   are computed once and the epochs run on them (small MLP steps on the CPU).
-* Early stopping on held-out goods and the defects made from them: the validation loss
-  after every epoch; the best epoch's weights are kept. With ``checkpoint_dir`` every epoch
-  is checkpointed and an interrupted run resumes where it stopped (same images, same
-  parameters: otherwise it starts afresh).
+* Early stopping on held-out goods (at least :data:`MIN_HELD_OUT` of them) and the defects
+  made from them: the validation loss after every epoch; the best epoch's weights are kept.
+  With ``checkpoint_dir`` every epoch is checkpointed and an interrupted run resumes where it
+  stopped (same images, same parameters: otherwise it starts afresh).
 * The image score is the largest value of the smoothed map at model resolution.
 
 Kept apart from the calibration's synthetic-defect detection estimate
@@ -95,6 +95,11 @@ SOFT_NEIGHBOURS = 4
 SCALE_SAMPLE = 8192
 #: Images' worth of the overall spread (1) that each grid cell's spread is shrunk towards.
 POSITION_PRIOR = 4.0
+#: Fewest held-out goods that early stopping listens to. The validation loss of one or two
+#: images and their made defects is noise: on 12 small goods it rose from the first epoch
+#: while the head was still learning to find pasted squares, and stopping there left logits
+#: within 0.1 of each other. Below this, training runs its ``epochs``.
+MIN_HELD_OUT = 3
 #: Training examples per optimiser step.
 STEP = 1024
 #: A gradient-ascent step on the feature-space anomalies, as a share of the noise shell's outer radius.
@@ -138,6 +143,39 @@ class _Head(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.discriminator(self.adaptor(x))[:, 0]
+
+    def for_scoring(self) -> nn.Module:
+        """The same function in inference form: adaptor and batch norm folded into one layer where that saves work.
+
+        Adaptor, first layer and batch norm (at its running statistics) are affine maps in a
+        row, so ``(N, k D) -> (N, hidden)`` is one ``Linear``: ``k D hidden`` multiplications a
+        patch instead of ``k D D + D hidden`` (fewer whenever ``k D < D + hidden``, as for the
+        feature alone). Otherwise the head itself, in eval mode.
+        """
+        self.eval()
+        first, norm, _, last = self.discriminator
+        inputs, dim = self.adaptor.in_features, self.adaptor.out_features
+        if inputs * first.out_features >= inputs * dim + dim * first.out_features:
+            return self
+        with torch.no_grad():
+            scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+            weight = scale[:, None] * (first.weight.double() @ self.adaptor.weight.double())
+            bias = scale * (first.weight.double() @ self.adaptor.bias.double() + first.bias.double()
+                            - norm.running_mean.double()) + norm.bias.double()
+        folded = nn.Linear(inputs, first.out_features)
+        folded.weight.data, folded.bias.data = weight.float(), bias.float()
+        return _FoldedHead(folded, last).eval()
+
+
+class _FoldedHead(nn.Module):
+    """:meth:`_Head.for_scoring`'s folded form: one ``Linear``, the leaky ReLU, the output layer."""
+
+    def __init__(self, first: nn.Linear, last: nn.Linear) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(F.leaky_relu(self.first(x), 0.2))[:, 0]
 
 
 def coverage(mask: np.ndarray, geometry, grid: tuple[int, int]) -> np.ndarray:
@@ -190,15 +228,17 @@ class FeatureDiscriminator(BackboneDetector):
     Args:
         backbone, layers, image_size, resize, roi, patch_size, smoothing_sigma, batch_size:
             As for :class:`~anomaly.detectors.deep.BackboneDetector` (``resize="tile"``
-            is not supported).
-        residual: Feed the residual to the nearest good patch beside the feature (``False``:
-            the feature alone, as SimpleNet; kept to measure what the residual brings).
+            is not supported), but EfficientNet-Lite2 at its 260 px by default: on the
+            dev sets it paid off over Lite0 at 256 px, at less cost than the residual's
+            search (``benchmarks/discriminator.py``).
+        residual: Feed the residual to the nearest good patch beside the feature (``False``,
+            the default: the feature alone, as SimpleNet).
         residual_softness: ``0``: the residual to the nearest bank patch; ``> 0``: to the mean
             of the :data:`SOFT_NEIGHBOURS` nearest weighted by ``exp(-(d_j^2 - d_1^2) / (s
             m))``, ``m`` the goods' median squared nearest distance (see the module docstring).
         position: Also feed the residual to the goods at the same grid cell, over their
             spread there (see the module docstring).
-        hidden_dim: Width of the discriminator's hidden layer.
+        hidden_dim: Width of the discriminator's hidden layer (GLASS's 1,024).
         bank_size: Good patches kept (greedy coreset) to take residuals against.
         noise_std: Largest standard deviation of the feature-space noise, in units of the
             standardised features' per-channel spread (each noisy patch draws its own
@@ -212,19 +252,22 @@ class FeatureDiscriminator(BackboneDetector):
         epochs: Most training epochs.
         patience: Epochs without a better validation loss before training stops.
         learning_rate: Adam's learning rate.
-        held_out_share: Share of the goods held out for early stopping (none below 6 goods).
+        held_out_share: Share of the goods held out for early stopping (none where that is
+            fewer than :data:`MIN_HELD_OUT` images: then every epoch runs).
         checkpoint_dir: Folder for a checkpoint after every epoch, to resume an interrupted run.
         random_state: Seed of every random choice (synthetic defects, samples, initial weights).
     """
 
     name = "discriminator"
 
+    backbone: str = "efficientnet_lite2"
+    image_size: int | Sequence[int] = 260
     layers: Sequence[int] = (2, 3)
     patch_size: int = 3
-    residual: bool = True
+    residual: bool = False
     residual_softness: float = 0.0
     position: bool = False
-    hidden_dim: int = 256
+    hidden_dim: int = 1024
     bank_size: int = 2048
     noise_std: float = 0.5
     fresh_noise: bool = False
@@ -250,6 +293,8 @@ class FeatureDiscriminator(BackboneDetector):
             raise InvalidParameterError(f"synthetic_per_image must be >= 0, got {self.synthetic_per_image}")
         if not float(self.residual_softness) >= 0:
             raise InvalidParameterError(f"residual_softness must be >= 0, got {self.residual_softness}")
+        if float(self.residual_softness) > 0 and not self.residual:
+            raise InvalidParameterError("residual_softness softens the residual: it needs residual=true")
         if not float(self.noise_std) > 0 or not float(self.learning_rate) > 0:
             raise InvalidParameterError("noise_std and learning_rate must be > 0")
         if not 0.0 <= float(self.held_out_share) < 0.5:
@@ -337,7 +382,7 @@ class FeatureDiscriminator(BackboneDetector):
 
     def _assemble(self, x: torch.Tensor, nearest: np.ndarray | None, cells: np.ndarray | None,
                   places: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
-        """``[x, x - nearest, (x - mean at its cell) / spread there]`` ``(n, k D)``, each residual where the model feeds it.
+        """``[x, x - nearest, (x - mean at its cell) / spread there]`` ``(n, k D)``: the residuals the model feeds.
 
         Args:
             x: ``(n, D)`` standardised patches (a tensor, so that gradients can flow to it).
@@ -438,7 +483,8 @@ class FeatureDiscriminator(BackboneDetector):
         seed = int(self.random_state)
         rng = np.random.default_rng([seed, 1])
         order = rng.permutation(np.asarray(inside))
-        n_held = int(round(float(self.held_out_share) * len(order))) if len(order) >= 6 else 0
+        n_held = int(round(float(self.held_out_share) * len(order)))
+        n_held = n_held if n_held >= MIN_HELD_OUT else 0
         held, fit = np.sort(order[:n_held]), np.sort(order[n_held:])
         if len(fit) < 2:
             raise DatasetError(f"the discriminator needs at least 2 good images to train on, got {len(fit)}")
@@ -564,8 +610,8 @@ class FeatureDiscriminator(BackboneDetector):
             x = self._standard(feats.reshape(n, dim, -1).permute(0, 2, 1).reshape(-1, dim).numpy())
             cells = np.tile(np.arange(gh * gw), n)
             with torch.no_grad():
-                grid = self._head(torch.from_numpy(self._inputs(x, self._index, self.bank_, cells,
-                                                                self.places_))).numpy()
+                grid = self._scoring_head(torch.from_numpy(self._inputs(x, self._index, self.bank_, cells,
+                                                                        self.places_))).numpy()
             grid = grid.reshape(n, gh, gw)
             for i in range(n):
                 model_map = model_resolution_map(grid[i], geometry.size, float(self.smoothing_sigma),
@@ -573,6 +619,13 @@ class FeatureDiscriminator(BackboneDetector):
                 scores.append(float(model_map.max()))
                 maps.append(to_image_map(model_map, geometry, placements[i]))
         return AnomalyResult(scores=np.asarray(scores), maps=maps)
+
+    @property
+    def _scoring_head(self) -> nn.Module:
+        """The head as scoring computes it (:meth:`_Head.for_scoring`), built once per trained head."""
+        if getattr(self, "_scoring", (None, None))[0] is not self._head:
+            self._scoring = (self._head, self._head.for_scoring())
+        return self._scoring[1]
 
     @property
     def _index(self) -> NearestNeighbours | None:

@@ -272,7 +272,8 @@ class DiscriminatorGraph(nn.Module):
     Patch features standardised with the goods' statistics, with the residual to the nearest
     bank patch beside them (searched as :func:`_nearest`) unless the model feeds the feature
     alone, and the residual to the goods at the same grid cell where it feeds that; then
-    the adaptor and discriminator (batch norm in its inference form); the logit map
+    the adaptor and discriminator as scoring computes them (folded into one layer where
+    that saves work, :meth:`~anomaly.detectors.discriminator._Head.for_scoring`); the logit map
     smoothed, the image score its maximum.
     """
 
@@ -294,7 +295,7 @@ class DiscriminatorGraph(nn.Module):
         if self.position:
             self.register_buffer("place_mean", _const(detector.places_[0]))
             self.register_buffer("place_spread", _const(detector.places_[1]))
-        self.head = detector._head.eval()
+        self.head = detector._scoring_head
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (self.grid(self.backbone(pixels)) - self.mean) / self.std  # (N, P, D)
