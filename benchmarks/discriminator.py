@@ -21,8 +21,9 @@ For every MVTec-layout set under the datasets folder, every seed and every model
    of each good instead of 256; GLASS's 1,024-wide hidden layer: the current default but
    for the two changes that came with it, see docs/discriminator.md) and ``-hidden1024``;
 3. ``anomalib-supersimplenet`` (with ``--peer``, under ``.venv-peer/bin/python``):
-   anomalib's ``SupersimplenetModel`` on the same EfficientNet-Lite0 weights (timm names
-   ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
+   anomalib's ``SupersimplenetModel`` on the same EfficientNet weights (Lite0 at 256 px, or
+   Lite2 at 260 px with ``--peer-backbone efficientnet_lite2``, the discriminator's default;
+   timm names ``blocks.2`` and ``blocks.4``: the discriminator's stages 2 and 3), images read and
    prepared as anomalib does (``read_image``, ``Resize`` + ImageNet ``Normalize``), trained
    by the steps of its Lightning module (``SSNLoss``, AdamW with its learning rates,
    ``MultiStepLR`` at 80 % and 90 % of the epochs) for ``--epochs`` epochs, the most our
@@ -45,7 +46,8 @@ memory, into ``train_time.json`` beside the results (one entry per set and varia
 Usage::
 
     .venv/bin/python benchmarks/discriminator.py
-    .venv-peer/bin/python benchmarks/discriminator.py --peer --models anomalib-supersimplenet
+    .venv-peer/bin/python benchmarks/discriminator.py --peer --models anomalib-supersimplenet \
+        [--peer-backbone efficientnet_lite2]
     .venv/bin/python benchmarks/discriminator.py --train-time ball_screw [--train-model VARIANT]
     .venv/bin/python benchmarks/discriminator.py --summary
 """
@@ -78,6 +80,8 @@ OURS = ("patchcore", "padim", "discriminator", "discriminator-lite0-residual", "
         "discriminator-ascent", "discriminator-lite2-feature-only-all-patches",
         "discriminator-lite2-feature-only-hidden1024", "discriminator-hidden1024")
 PEER = "anomalib-supersimplenet"
+#: The peer's backbones (our weights, timm names) and the input size each was trained at.
+PEER_SIZES = {"efficientnet_lite0": 256, "efficientnet_lite2": 260}
 #: The discriminator's defaults until 2026-12-04 (EfficientNet-Lite0 at 256 px, the residual to
 #: the nearest good patch, a 256-wide hidden layer); the variants after it in ``VARIANTS`` are
 #: named for how they differ from it. ``discriminator`` is the current default.
@@ -147,16 +151,17 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Scorer, Callable[[byte
     from anomaly.bench.peer_anomalib import layer_names, load_backbone
 
     torch.manual_seed(seed)
-    layers = layer_names("efficientnet_lite0", [2, 3])
+    backbone, size = args.peer_backbone, PEER_SIZES[args.peer_backbone]
+    layers = layer_names(backbone, [2, 3])
     # anomalib would download ImageNet weights (pre_trained=True): build without, load ours.
     original = torch_model.TimmFeatureExtractor
     torch_model.TimmFeatureExtractor = functools.partial(TimmFeatureExtractor, pre_trained=False)
     try:
-        model = torch_model.SupersimplenetModel(backbone="efficientnet_lite0", layers=layers)
+        model = torch_model.SupersimplenetModel(backbone=backbone, layers=layers)
     finally:
         torch_model.TimmFeatureExtractor = original
-    digest = load_backbone(model.feature_extractor.feature_extractor, "efficientnet_lite0")
-    transform = Supersimplenet.configure_pre_processor(image_size=(256, 256)).transform
+    digest = load_backbone(model.feature_extractor.feature_extractor, backbone)
+    transform = Supersimplenet.configure_pre_processor(image_size=(size, size)).transform
     data = torch.stack([transform(read_image(str(p), as_tensor=True)) for p in paths])
     optimiser = torch.optim.AdamW([{"params": model.adaptor.parameters(), "lr": 0.0001},
                                    {"params": model.segdec.parameters(), "lr": 0.0002, "weight_decay": 0.00001}])
@@ -191,12 +196,19 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Scorer, Callable[[byte
             model.feature_extractor.feature_extractor(prepared(data_bytes))
 
     return score, floor, {"anomalib": anomalib.__version__, "steps": steps, "epochs_run": args.epochs,
-                          "layers": layers, "backbone_sha256": digest}
+                          "layers": layers, "backbone": backbone, "image_size": size, "backbone_sha256": digest}
 
 
-def peer_label(epochs: int) -> str:
-    """The peer's name in the summary, with its epochs: its runs of different lengths are different rows."""
-    return f"{PEER}-{int(epochs)}ep"
+def peer_label(row: dict[str, Any]) -> str:
+    """The peer's name in the summary, with its backbone where not Lite0 and its epochs (each run its own row)."""
+    backbone = row.get("backbone", "efficientnet_lite0")
+    return PEER + ("" if backbone == "efficientnet_lite0" else "-" + backbone.rsplit("_", 1)[1]) + f"-{row['epochs']}ep"
+
+
+def peer_key(row_or_args) -> tuple | None:
+    """What tells the peer's runs apart beyond set, seed and test images: epochs and backbone."""
+    get = row_or_args.get if isinstance(row_or_args, dict) else lambda k, d=None: getattr(row_or_args, k, d)
+    return int(get("epochs")), get("backbone", None) or get("peer_backbone", None) or "efficientnet_lite0"
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -281,7 +293,7 @@ def summary(rows: list[dict[str, Any]], timing: list[dict[str, Any]] | None = No
 
     The peer's rows are told apart by their epochs (``anomalib-supersimplenet-30ep``).
     """
-    rows = [{**r, "model": peer_label(r["epochs"])} if r["model"] == PEER else r for r in rows]
+    rows = [{**r, "model": peer_label(r)} if r["model"] == PEER else r for r in rows]
     sets = sorted({r["set"] for r in rows})
     peers = sorted({r["model"] for r in rows if r["model"].startswith(PEER)},
                    key=lambda m: int(m.rsplit("-", 1)[1][:-2]))
@@ -370,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30, help="the peer's epochs: the most the discriminator may run")
     p.add_argument("--batch-size", type=int, default=8, help="the peer's training batch")
+    p.add_argument("--peer-backbone", default="efficientnet_lite0", choices=sorted(PEER_SIZES),
+                   help="the peer's backbone (our weights), at the input size it was trained at")
     p.add_argument("--max-train", type=int, default=100)
     p.add_argument("--max-test", type=int, default=150)
     p.add_argument("--out", type=Path, default=OUT / "runs.jsonl", help="JSON-lines results file (appended)")
@@ -393,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         timings.append(train_time(MVTecCategory(roots[0]), 200, args.train_model))
         timing_path.write_text(json.dumps(timings, indent=2) + "\n")
     elif not args.summary:
-        done = {(r["dataset"], r["model"], r["seed"], r["n_test"], r["epochs"] if r["model"] == PEER else None)
+        done = {(r["dataset"], r["model"], r["seed"], r["n_test"], peer_key(r) if r["model"] == PEER else None)
                 for r in read_rows([args.out])}
         categories = [MVTecCategory(root) for root in find_categories(args.datasets)]
         if args.sets:
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             for category in categories:
                 n_test = len(test_subset(category, args.max_test))
                 for model in models:
-                    if (str(category.root), model, seed, n_test, args.epochs if model == PEER else None) in done:
+                    if (str(category.root), model, seed, n_test, peer_key(args) if model == PEER else None) in done:
                         continue
                     row = run_one(category, model, seed, args)
                     with args.out.open("a") as f:
