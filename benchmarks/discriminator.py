@@ -361,7 +361,8 @@ def summary(rows: list[dict[str, Any]], timing: list[dict[str, Any]] | None = No
     for t in timing or []:
         lines += ["", f"**The whole training flow** of {t.get('model', 'discriminator')} on {t['n_goods']} goods of "
                   f"{t['set']} (`{t['command']}`, its own process): {t['wall_seconds']:.0f} s wall, peak RSS "
-                  f"{t['peak_rss_mb']:.0f} MB (load average {t['load_average']} at the end)."]
+                  f"{t['peak_rss_mb']:.0f} MB (load average {t['load_average']} at the end)"
+                  + (f"; {t['note']}." if t.get("note") else ".")]
     return "\n".join(lines)
 
 
