@@ -1,9 +1,10 @@
 """Why an exported discriminator's map can differ from its bundle's: ties of the nearest good patch.
 
-The discriminator (with its default ``residual=True``) feeds each patch's residual to the
-nearest patch of its bank. Where two bank patches are almost equally near, the float
-rounding of another runtime (onnxruntime against torch, or another CPU) can pick the other
-one: the residual, and so the logit at that cell, jump. This trains the default
+The discriminator with ``residual=True`` (its default until 2026-12-04, with Lite0 at 256 px
+and a 256-wide head: ``discriminator-lite0-residual`` in ``benchmarks/export.py``) feeds each
+patch's residual to the nearest patch of its bank. Where two bank patches are almost equally
+near, the float rounding of another runtime (onnxruntime against torch, or another CPU) can
+pick the other one: the residual, and so the logit at that cell, jump. This trains that
 discriminator on a set as ``benchmarks/export.py`` does (same goods, same flow), exports it,
 judges every test image through both, and for each image whose map differs past the parity
 tolerance reports, on the bundle's side, the smallest gap between a cell's two nearest bank
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from anomaly.bench.provenance import run_provenance  # noqa: E402
 from anomaly.datasets import MVTecCategory, find_categories  # noqa: E402
+from export import VARIANTS  # noqa: E402
 from ganomaly import test_subset, training_subset  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "export" / "residual_ties.json"
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         store = ModelStore(work / "store")
-        trained = train_into(store, "ties", "discriminator", goods, TrainingOptions(detection=False))
+        detector, params = VARIANTS["discriminator-lite0-residual"]
+        trained = train_into(store, "ties", detector, goods, TrainingOptions(detection=False), params=params)
         bundle = store.load("ties", trained.version)
         chosen = sorted(np.random.default_rng(0).choice(len(goods), size=min(16, len(goods)), replace=False).tolist())
         export_version(bundle, work / "ex", name="ties", version=trained.version, goods=[goods[i] for i in chosen])
