@@ -205,10 +205,9 @@ def peer_label(row: dict[str, Any]) -> str:
     return PEER + ("" if backbone == "efficientnet_lite0" else "-" + backbone.rsplit("_", 1)[1]) + f"-{row['epochs']}ep"
 
 
-def peer_key(row_or_args) -> tuple | None:
-    """What tells the peer's runs apart beyond set, seed and test images: epochs and backbone."""
-    get = row_or_args.get if isinstance(row_or_args, dict) else lambda k, d=None: getattr(row_or_args, k, d)
-    return int(get("epochs")), get("backbone", None) or get("peer_backbone", None) or "efficientnet_lite0"
+def peer_key(epochs: int, backbone: str | None) -> tuple[int, str]:
+    """What tells the peer's runs apart beyond set, seed and test images (rows before the option lack a backbone)."""
+    return int(epochs), backbone or "efficientnet_lite0"
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -408,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         timings.append(train_time(MVTecCategory(roots[0]), 200, args.train_model))
         timing_path.write_text(json.dumps(timings, indent=2) + "\n")
     elif not args.summary:
-        done = {(r["dataset"], r["model"], r["seed"], r["n_test"], peer_key(r) if r["model"] == PEER else None)
+        done = {(r["dataset"], r["model"], r["seed"], r["n_test"],
+                 peer_key(r["epochs"], r.get("backbone")) if r["model"] == PEER else None)
                 for r in read_rows([args.out])}
+        this_peer = peer_key(args.epochs, args.peer_backbone)
         categories = [MVTecCategory(root) for root in find_categories(args.datasets)]
         if args.sets:
             categories = [c for c in categories if c.name in set(args.sets)]
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             for category in categories:
                 n_test = len(test_subset(category, args.max_test))
                 for model in models:
-                    if (str(category.root), model, seed, n_test, peer_key(args) if model == PEER else None) in done:
+                    if (str(category.root), model, seed, n_test, this_peer if model == PEER else None) in done:
                         continue
                     row = run_one(category, model, seed, args)
                     with args.out.open("a") as f:
