@@ -201,8 +201,8 @@ def fit_peer(paths: list[Path], args, seed: int) -> tuple[Scorer, Callable[[byte
 
 def peer_label(row: dict[str, Any]) -> str:
     """The peer's name in the summary, with its backbone where not Lite0 and its epochs (each run its own row)."""
-    backbone = row.get("backbone", "efficientnet_lite0")
-    return PEER + ("" if backbone == "efficientnet_lite0" else "-" + backbone.rsplit("_", 1)[1]) + f"-{row['epochs']}ep"
+    epochs, backbone = peer_key(row["epochs"], row.get("backbone"))
+    return PEER + ("" if backbone == "efficientnet_lite0" else "-" + backbone.rsplit("_", 1)[1]) + f"-{epochs}ep"
 
 
 def peer_key(epochs: int, backbone: str | None) -> tuple[int, str]:
@@ -290,7 +290,7 @@ def train_time(category: MVTecCategory, n_goods: int, model: str = "discriminato
 def summary(rows: list[dict[str, Any]], timing: list[dict[str, Any]] | None = None) -> str:
     """Markdown tables: accuracy per model and set (mean +- std over seeds) with the wins, costs, training flows.
 
-    The peer's rows are told apart by their epochs (``anomalib-supersimplenet-30ep``).
+    The peer's rows are told apart by backbone and epochs (``anomalib-supersimplenet-lite2-30ep``).
     """
     rows = [{**r, "model": peer_label(r)} if r["model"] == PEER else r for r in rows]
     sets = sorted({r["set"] for r in rows})
